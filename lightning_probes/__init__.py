@@ -1,0 +1,3 @@
+"""lightning-probes: PyTorch Lightning callbacks that watch how a network learns."""
+
+__version__ = "0.1.0"

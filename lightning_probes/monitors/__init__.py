@@ -1,0 +1,1 @@
+"""Lightning callbacks, one thin monitor per measure, all built on :class:`~lightning_probes.monitors.base.Monitor`."""
