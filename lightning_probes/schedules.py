@@ -1,0 +1,149 @@
+"""When a monitor probes: plain callables of ``(step, clock) -> bool``.
+
+``step`` is ``trainer.global_step`` (optimizer steps, so gradient accumulation never probes twice for one step);
+``clock`` tells how much wall time training and the monitor have used so far (for :func:`budget`). Each schedule's
+``repr`` says what it does, so a run's settings read well in logs and reports.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+__all__ = ["Budget", "Clock", "Every", "LogSpaced", "Schedule", "as_schedule", "budget", "every", "log_spaced"]
+
+
+@dataclass
+class Clock:
+    """Wall-time accounting of one monitor (seconds). ``train_seconds`` excludes the monitor's own probes."""
+
+    train_seconds: float = 0.0
+    probe_seconds: float = 0.0
+    last_probe_seconds: float = 0.0
+    n_probes: int = 0
+    last_step: int = -1
+
+
+class Schedule(ABC):
+    """Decides whether a probe is due at a step. ``deterministic`` schedules depend on the step alone."""
+
+    deterministic: bool = True
+
+    @abstractmethod
+    def __call__(self, step: int, clock: Clock) -> bool: ...
+
+
+class Every(Schedule):
+    """Probe at ``start``, ``start + n``, ``start + 2n``, ...
+
+    Example:
+        >>> due = every(10, start=5)
+        >>> [s for s in range(40) if due(s, Clock())]
+        [5, 15, 25, 35]
+    """
+
+    def __init__(self, n: int, start: int = 0) -> None:
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"every(n) needs a positive integer n, got {n!r}.")
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}.")
+        self.n, self.start = n, start
+
+    def __call__(self, step: int, clock: Clock) -> bool:
+        return step >= self.start and (step - self.start) % self.n == 0
+
+    def __repr__(self) -> str:
+        return f"every({self.n}, start={self.start})"
+
+
+class LogSpaced(Schedule):
+    """Dense early, sparse late: step 0 and the distinct steps round(10^(k / per_decade)), k = 0, 1, 2, ...
+
+    Early training is where regimes form, so it is sampled densely; ``max_interval`` caps the gap late in
+    training (probe at least every ``max_interval`` steps).
+
+    Example:
+        >>> due = log_spaced(per_decade=4)
+        >>> [s for s in range(120) if due(s, Clock())]
+        [0, 1, 2, 3, 6, 10, 18, 32, 56, 100]
+        >>> due = log_spaced(per_decade=4, max_interval=30)
+        >>> [s for s in range(120) if due(s, Clock())][-5:]
+        [32, 56, 60, 90, 100]
+    """
+
+    def __init__(self, per_decade: int = 10, max_interval: int | None = None) -> None:
+        if not isinstance(per_decade, int) or per_decade < 1:
+            raise ValueError(f"per_decade must be a positive integer, got {per_decade!r}.")
+        if max_interval is not None and max_interval < 1:
+            raise ValueError(f"max_interval must be positive, got {max_interval}.")
+        self.per_decade, self.max_interval = per_decade, max_interval
+
+    def __call__(self, step: int, clock: Clock) -> bool:
+        if step == 0 or (self.max_interval is not None and step % self.max_interval == 0):
+            return True
+        k = round(self.per_decade * math.log10(step))
+        return any(round(10 ** (j / self.per_decade)) == step for j in (k - 1, k, k + 1) if j >= 0)
+
+    def __repr__(self) -> str:
+        return f"log_spaced(per_decade={self.per_decade}, max_interval={self.max_interval})"
+
+
+class Budget(Schedule):
+    """Adaptive: probe whenever the monitor's cumulative time, plus the expected cost of one more probe (the last
+    probe's), stays within ``fraction`` of the training time so far — so the overhead stays at or below
+    ``1 + fraction``. ``min_interval`` spaces probes by at least that many steps.
+
+    Example:
+        >>> due = budget(0.05)
+        >>> due(100, Clock(train_seconds=10.0, probe_seconds=0.2, last_probe_seconds=0.2, n_probes=1))
+        True
+        >>> due(101, Clock(train_seconds=10.0, probe_seconds=0.45, last_probe_seconds=0.2, n_probes=2))
+        False
+    """
+
+    deterministic = False
+
+    def __init__(self, fraction: float = 0.05, min_interval: int = 1) -> None:
+        if not 0 < fraction:
+            raise ValueError(f"budget fraction must be positive (0.05 = 5% overhead), got {fraction}.")
+        if min_interval < 1:
+            raise ValueError(f"min_interval must be >= 1, got {min_interval}.")
+        self.fraction, self.min_interval = fraction, min_interval
+
+    def __call__(self, step: int, clock: Clock) -> bool:
+        if clock.n_probes and step - clock.last_step < self.min_interval:
+            return False
+        return clock.probe_seconds + clock.last_probe_seconds <= self.fraction * clock.train_seconds
+
+    def __repr__(self) -> str:
+        return f"budget({self.fraction}, min_interval={self.min_interval})"
+
+
+def every(n: int, start: int = 0) -> Every:
+    """Probe every ``n`` optimizer steps from ``start``."""
+    return Every(n, start)
+
+
+def log_spaced(per_decade: int = 10, max_interval: int | None = None) -> LogSpaced:
+    """Probe densely early and sparsely late (``per_decade`` probes per decade of steps)."""
+    return LogSpaced(per_decade, max_interval)
+
+
+def budget(fraction: float = 0.05, min_interval: int = 1) -> Budget:
+    """Probe as often as a time budget of ``fraction`` of training allows."""
+    return Budget(fraction, min_interval)
+
+
+def as_schedule(schedule: Schedule | int) -> Schedule:
+    """An int ``n`` means ``every(n)``; a :class:`Schedule` passes through."""
+    if isinstance(schedule, bool):
+        raise TypeError("schedule must be an int or a Schedule, not a bool.")
+    if isinstance(schedule, int):
+        return Every(schedule)
+    if isinstance(schedule, Schedule):
+        return schedule
+    raise TypeError(
+        f"schedule must be an int (every n steps) or a Schedule such as every(10), log_spaced(), budget(0.05); "
+        f"got {type(schedule).__name__}."
+    )

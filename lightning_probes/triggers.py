@@ -1,0 +1,131 @@
+"""Conditions on a monitor's scalars that stop training.
+
+A trigger looks at each probe's scalars; when its condition has held for ``patience`` consecutive probe points it
+asks the monitor to stop. The monitor makes the decision identical on every rank
+(``strategy.reduce_boolean_decision``), OR-s it into ``trainer.should_stop`` and logs the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["StopOnRegime", "StopWhen", "Trigger"]
+
+
+class Trigger(ABC):
+    """Base class: ``check`` returns a human-readable reason when training should stop, else ``None``."""
+
+    @abstractmethod
+    def check(self, step: int, scalars: Mapping[str, float], prefix: str) -> str | None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+
+class StopWhen(Trigger):
+    """Stop when a reported scalar is below ``below`` (or above ``above``) for ``patience`` probes in a row.
+
+    Args:
+        metric: the scalar's name as the monitor reports it (``"n_features"``), or its full logged key
+            (``"probes/spectrum/n_features"``).
+        below: the condition holds when the value is < below.
+        above: the condition holds when the value is > above (with both: outside [below, above]).
+        patience: consecutive probe points the condition must hold for.
+        min_step: probe points before this global step never count.
+
+    Example:
+        >>> stop = StopWhen("loss_like", below=0.5, patience=2)
+        >>> [stop.check(step, {"loss_like": v}, "probes/x/") for step, v in enumerate([0.4, 0.9, 0.3, 0.2])]
+        [None, None, None, 'probes/x/loss_like = 0.2 < 0.5 for 2 consecutive probes (step 3)']
+    """
+
+    def __init__(
+        self, metric: str, below: float | None = None, above: float | None = None, patience: int = 1,
+        min_step: int = 0,
+    ) -> None:
+        if not isinstance(metric, str) or not metric:
+            raise ValueError("StopWhen needs the name of a scalar the monitor reports, e.g. 'n_features'.")
+        if below is None and above is None:
+            raise ValueError(f"StopWhen({metric!r}) needs below=... or above=... (or both).")
+        if below is not None and above is not None and below > above:
+            raise ValueError(f"StopWhen({metric!r}): below={below} is greater than above={above}.")
+        if not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience must be a positive integer, got {patience!r}.")
+        if min_step < 0:
+            raise ValueError(f"min_step must be >= 0, got {min_step}.")
+        self.metric, self.below, self.above = metric, below, above
+        self.patience, self.min_step = patience, min_step
+        self.count = 0
+
+    def __repr__(self) -> str:
+        bounds = ", ".join(f"{k}={v}" for k, v in (("below", self.below), ("above", self.above)) if v is not None)
+        return f"{type(self).__name__}({self.metric!r}, {bounds}, patience={self.patience}, min_step={self.min_step})"
+
+    def _value(self, scalars: Mapping[str, float], prefix: str) -> float:
+        name = self.metric[len(prefix):] if self.metric.startswith(prefix) else self.metric
+        if name not in scalars:
+            raise KeyError(
+                f"{self!r} watches {self.metric!r}, which this monitor does not report. "
+                f"It reports: {', '.join(sorted(scalars))}."
+            )
+        return float(scalars[name])
+
+    def _holds(self, value: float) -> str | None:
+        if math.isnan(value):
+            return None
+        if self.below is not None and value < self.below:
+            return f"{value:.4g} < {self.below}"
+        if self.above is not None and value > self.above:
+            return f"{value:.4g} > {self.above}"
+        return None
+
+    def check(self, step: int, scalars: Mapping[str, float], prefix: str) -> str | None:
+        value = self._value(scalars, prefix)
+        if step < self.min_step:
+            return None
+        why = self._holds(value)
+        self.count = self.count + 1 if why else 0
+        if why and self.count >= self.patience:
+            name = self.metric if self.metric.startswith(prefix) else prefix + self.metric
+            return f"{name} = {why} for {self.count} consecutive probes (step {step})"
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.count = int(state.get("count", 0))
+
+
+class StopOnRegime(StopWhen):
+    """Stop once the feature-spectrum monitor has reported ``regime`` ("MF" or "EF") for ``patience`` probes.
+
+    Example:
+        >>> stop = StopOnRegime("MF", patience=2)
+        >>> [stop.check(s, {"regime": r}, "probes/spectrum/") is not None for s, r in enumerate([0, 1, 1])]
+        [False, False, True]
+    """
+
+    def __init__(self, regime: str = "MF", patience: int = 1, min_step: int = 0) -> None:
+        if regime not in ("MF", "EF"):
+            raise ValueError(f"regime must be 'MF' (minimal feature) or 'EF' (extended feature), got {regime!r}.")
+        # regime is reported as 1 (MF) or 0 (EF)
+        super().__init__("regime", above=0.5 if regime == "MF" else None, below=0.5 if regime == "EF" else None,
+                         patience=patience, min_step=min_step)
+        self.regime = regime
+
+    def __repr__(self) -> str:
+        return f"StopOnRegime({self.regime!r}, patience={self.patience}, min_step={self.min_step})"
+
+    def _holds(self, value: float) -> str | None:
+        return f"{self.regime} regime" if super()._holds(value) else None
+
+    def check(self, step: int, scalars: Mapping[str, float], prefix: str) -> str | None:
+        why = super().check(step, scalars, prefix)
+        return why.replace(" = ", ": ") if why else None
