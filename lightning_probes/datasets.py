@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["DigitsDataModule", "load_digits_tensors"]
+__all__ = ["ConceptProbe", "DigitsDataModule", "ShapesData", "ShapesDataModule", "ShapesProbe", "load_digits_tensors", "make_shapes"]
 
 
 def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,3 +84,142 @@ class DigitsDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
+
+
+# ---------------------------------------------------------------------------------------------- coloured shapes
+SHAPE_NAMES = ("circle", "square", "triangle")
+COLOUR_NAMES = ("red", "green", "blue")
+POSITION_NAMES = ("top", "bottom", "left", "right")
+_RGB = torch.tensor([[0.90, 0.15, 0.10], [0.15, 0.80, 0.20], [0.15, 0.30, 0.95]])  # (3 colours, 3 channels)
+
+
+class ShapesData(NamedTuple):
+    """Generated shapes: images (N, 3, S, S) float, labels (N,) = shape * 3 + colour, concepts (N, K, S, S) bool."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    concepts: torch.Tensor
+    concept_names: tuple[str, ...]
+
+
+def make_shapes(num_samples: int, size: int = 32, seed: int = 0) -> ShapesData:
+    """Images of one coloured shape on a noisy background, with per-pixel concept masks (generated, no download).
+
+    Concepts (K = 11): the shape (circle, square, triangle), its colour (red, green, blue) — both true on the
+    shape's pixels only —, the pixel's position (top, bottom, left, right half of the image) and background.
+    The class label is shape * 3 + colour (9 classes). A private generator is used: the global RNG is untouched.
+
+    Example:
+        >>> data = make_shapes(4, size=16)
+        >>> data.images.shape, data.concepts.shape, data.concept_names[:4]
+        (torch.Size([4, 3, 16, 16]), torch.Size([4, 11, 16, 16]), ('circle', 'square', 'triangle', 'red'))
+        >>> bool((data.concepts[:, :3].sum(1) == data.concepts[:, 3:6].sum(1)).all())  # one colour per shape pixel
+        True
+    """
+    if num_samples < 1 or size < 8:
+        raise ValueError(f"need num_samples >= 1 and size >= 8, got {num_samples} and {size}.")
+    gen = torch.Generator().manual_seed(seed)
+    n = num_samples
+    shape = torch.randint(0, 3, (n,), generator=gen)
+    colour = torch.randint(0, 3, (n,), generator=gen)
+    radius = size * (0.15 + 0.15 * torch.rand(n, generator=gen))  # (N,)
+    centre = radius[:, None] + (size - 2 * radius[:, None]) * torch.rand(n, 2, generator=gen)  # (N, 2) as (x, y)
+    coords = torch.arange(size, dtype=torch.float32) + 0.5
+    x = coords[None, None, :] - centre[:, 0, None, None]  # (N, 1, S) offsets from the centre
+    y = coords[None, :, None] - centre[:, 1, None, None]  # (N, S, 1)
+    r = radius[:, None, None]
+    circle = x**2 + y**2 <= r**2
+    square = (x.abs() <= 0.85 * r) & (y.abs() <= 0.85 * r)
+    triangle = (y.abs() <= r) & (x.abs() <= 0.6 * (y + r))  # apex up, base at the bottom
+    drawn = torch.stack([circle, square, triangle], 1)[torch.arange(n), shape]  # (N, S, S)
+    background = 0.1 + 0.1 * torch.rand(n, 1, size, size, generator=gen)
+    paint = _RGB[colour][:, :, None, None] + 0.05 * torch.randn(n, 3, size, size, generator=gen)
+    images = torch.where(drawn[:, None], paint, background).clamp(0, 1)
+    shape_masks = torch.nn.functional.one_hot(shape, 3).bool()[:, :, None, None] & drawn[:, None]  # (N, 3, S, S)
+    colour_masks = torch.nn.functional.one_hot(colour, 3).bool()[:, :, None, None] & drawn[:, None]
+    half = coords < size / 2
+    top = half[:, None].expand(size, size)
+    left = half[None, :].expand(size, size)
+    position = torch.stack([top, ~top, left, ~left])[None].expand(n, 4, size, size)
+    concepts = torch.cat([shape_masks, colour_masks, position, ~drawn[:, None]], 1)
+    names = SHAPE_NAMES + COLOUR_NAMES + POSITION_NAMES + ("background",)
+    return ShapesData(images, shape * 3 + colour, concepts, names)
+
+
+class ConceptProbe:
+    """Probe inputs with aligned concept annotations, for :class:`~lightning_probes.monitors.ConceptMonitor`.
+
+    Args:
+        inputs: (N, ...) model inputs.
+        concepts: bool (N, K) per sample or (N, K, H, W) per position.
+        concept_names: K names.
+        targets: optional (N,) labels.
+    """
+
+    def __init__(
+        self, inputs: torch.Tensor, concepts: torch.Tensor, concept_names: tuple[str, ...] | list[str],
+        targets: torch.Tensor | None = None,
+    ) -> None:
+        if len(inputs) != len(concepts):
+            raise ValueError(f"inputs have {len(inputs)} samples but concepts {len(concepts)}.")
+        self.inputs, self.concepts, self.concept_names, self.targets = inputs, concepts, tuple(concept_names), targets
+
+
+class ShapesProbe(ConceptProbe):
+    """A fixed set of :func:`make_shapes` images with their concept masks (config-friendly: plain arguments).
+
+    Example:
+        >>> probe = ShapesProbe(num_samples=8, size=16, seed=1)
+        >>> probe.inputs.shape, probe.concepts.shape, len(probe.concept_names)
+        (torch.Size([8, 3, 16, 16]), torch.Size([8, 11, 16, 16]), 11)
+    """
+
+    def __init__(self, num_samples: int = 128, size: int = 32, seed: int = 12345) -> None:
+        data = make_shapes(num_samples, size, seed)
+        super().__init__(data.images, data.concepts, data.concept_names, data.labels)
+
+
+class ShapesDataModule(pl.LightningDataModule):
+    """Coloured shapes (:func:`make_shapes`) for a 9-class shape-and-colour classifier; train and val are
+    generated from different seeds.
+
+    Args:
+        num_train: training images.
+        num_val: validation images.
+        size: image side S.
+        batch_size: training batch size.
+        seed: seed of the training images (validation uses ``seed + 1``).
+        num_workers: DataLoader workers.
+
+    Example:
+        >>> dm = ShapesDataModule(num_train=16, num_val=8, size=16)
+        >>> dm.setup("fit")
+        >>> len(dm.train_set), dm.train_set[0][0].shape
+        (16, torch.Size([3, 16, 16]))
+    """
+
+    def __init__(
+        self, num_train: int = 2048, num_val: int = 512, size: int = 32, batch_size: int = 64, seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if num_train < 1 or num_val < 1 or batch_size < 1:
+            raise ValueError(f"num_train, num_val and batch_size must be positive, got {num_train}, {num_val}, "
+                             f"{batch_size}.")
+        self.save_hyperparameters()
+
+    def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "train_set"):
+            return
+        hp = self.hparams
+        train = make_shapes(hp.num_train, hp.size, hp.seed)
+        val = make_shapes(hp.num_val, hp.size, hp.seed + 1)
+        self.train_set = TensorDataset(train.images, train.labels)
+        self.val_set = TensorDataset(val.images, val.labels)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True,
+                          num_workers=self.hparams.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
