@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["MLPClassifier"]
+__all__ = ["MLPClassifier", "ShapesCNN"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -99,3 +99,52 @@ class MLPClassifier(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
         return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+
+
+class ShapesCNN(pl.LightningModule):
+    """A small CNN for :class:`~lightning_probes.datasets.ShapesDataModule` images (3, S, S).
+
+    Blocks ``conv1`` and ``conv2`` are ``Sequential(Conv2d 3x3, ReLU)`` — their outputs are post-ReLU unit maps
+    (S x S and S/2 x S/2), the layers a concept monitor explains —, then global average pooling and the
+    ``classifier`` head.
+
+    Args:
+        num_classes: number of classes (9 = 3 shapes x 3 colours).
+        channels: output channels of ``conv1`` and ``conv2``.
+        lr: Adam learning rate.
+
+    Example:
+        >>> net = ShapesCNN(channels=(8, 16))
+        >>> net(torch.zeros(2, 3, 32, 32)).shape, net.conv2(net.pool(net.conv1(torch.zeros(2, 3, 32, 32)))).shape
+        (torch.Size([2, 9]), torch.Size([2, 16, 16, 16]))
+    """
+
+    def __init__(self, num_classes: int = 9, channels: Sequence[int] = (16, 16), lr: float = 3e-3) -> None:
+        super().__init__()
+        if len(channels) != 2 or min(channels) < 1:
+            raise ValueError(f"channels must be two positive widths (conv1, conv2), got {channels}.")
+        self.save_hyperparameters()
+        self.conv1 = nn.Sequential(nn.Conv2d(3, channels[0], 3, padding=1), nn.ReLU())
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Sequential(nn.Conv2d(channels[0], channels[1], 3, padding=1), nn.ReLU())
+        self.classifier = nn.Linear(channels[1], num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, 3, S, S) -> (B, C)
+        return self.classifier(self.conv2(self.pool(self.conv1(x))).mean(dim=(2, 3)))
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.log(f"{stage}/loss", loss, prog_bar=stage != "train")
+        self.log(f"{stage}/acc", (logits.argmax(-1) == y).float().mean(), prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
