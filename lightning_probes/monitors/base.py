@@ -1,0 +1,334 @@
+"""The base callback every monitor is built on: schedule, probe data, eval/no-grad, logging, triggers, state.
+
+A subclass sets ``name``, validates its model-specific arguments in :meth:`Monitor.check_model`, and implements
+:meth:`Monitor.measure`, which turns the model (and ``self.probe_set``) into a :class:`Report`. Everything else —
+when to probe, running the probe safely, publishing scalars / pictures / text, stopping, resuming — lives here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+from typing_extensions import override
+
+from lightning_probes.probe_set import ProbeSet, Source, probing
+from lightning_probes.schedules import Clock, Schedule, as_schedule, log_spaced
+from lightning_probes.tensorboard import has_matplotlib, merge_layouts, write_layout_once
+from lightning_probes.triggers import Trigger
+
+__all__ = ["Monitor", "Report"]
+
+
+@dataclass
+class Report:
+    """What one probe produced. Scalars go to every logger and to ``trainer.callback_metrics``; images
+    ((H, W, 3) uint8), histograms and markdown texts go to TensorBoard on rank 0. Keys are relative:
+    the monitor prefixes them with ``probes/<monitor>/``."""
+
+    scalars: dict[str, float] = field(default_factory=dict)
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    histograms: dict[str, Tensor | np.ndarray] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+
+
+class Monitor(Callback):
+    """Base class of all probes: runs :meth:`measure` on a schedule during ``fit`` and publishes the result.
+
+    Args:
+        schedule: when to probe — a :class:`~lightning_probes.schedules.Schedule` (``every(n)``, ``log_spaced()``,
+            ``budget(0.05)``) or an int ``n`` for ``every(n)``; evaluated on ``trainer.global_step``.
+        probe_data: the fixed samples to look at: ``"train"`` / ``"val"`` (the first ``max_samples`` of the
+            fit's loader), tensors ``x`` or ``(x, y)``, or a Dataset.
+        max_samples: size of the probe set.
+        batch_size: batch size of the probe's forward passes.
+        triggers: stop conditions on this monitor's scalars (:class:`~lightning_probes.triggers.StopWhen`, ...).
+        on_error: ``"warn"`` (a failed probe is reported once per kind of error and training goes on; the next due
+            step tries again) or ``"raise"``.
+        at_start: also probe before the first optimizer step (step 0).
+        at_end: also probe when training ends (if the last step was not probed already).
+        images_every: render pictures on every ``images_every``-th probe (and the last); pictures cost more than
+            scalars, so they get a sparser cadence. 0 turns pictures off.
+    """
+
+    name: ClassVar[str] = "monitor"
+    needs_probe_data: ClassVar[bool] = True
+    needs_grad: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        schedule: Schedule | int | None = None,
+        probe_data: Source = "train",
+        max_samples: int = 512,
+        batch_size: int = 256,
+        triggers: Sequence[Trigger] = (),
+        on_error: Literal["warn", "raise"] = "warn",
+        at_start: bool = True,
+        at_end: bool = True,
+        images_every: int = 5,
+    ) -> None:
+        self.schedule = as_schedule(log_spaced(per_decade=8, max_interval=500) if schedule is None else schedule)
+        self.probe_set = ProbeSet(probe_data, max_samples, batch_size) if self.needs_probe_data else None
+        triggers = list(triggers)
+        for trig in triggers:
+            if not isinstance(trig, Trigger):
+                raise TypeError(f"triggers must be Trigger objects such as StopWhen(...), got {type(trig).__name__}.")
+        if on_error not in ("warn", "raise"):
+            raise ValueError(f"on_error must be 'warn' or 'raise', got {on_error!r}.")
+        if not isinstance(images_every, int) or images_every < 0:
+            raise ValueError(f"images_every must be a non-negative integer, got {images_every!r}.")
+        self.triggers = triggers
+        self.on_error = on_error
+        self.at_start, self.at_end = at_start, at_end
+        self.images_every = images_every
+        self.clock = Clock()
+        self.history: list[tuple[int, dict[str, float]]] = []
+        self.stop_reason: str | None = None
+        self.failures = 0
+        self.render_images = False  # set before each measure(): are pictures due on this probe?
+        self.step = -1  # the global step of the probe being measured
+        self._warned: set[str] = set()
+        self._train_start = 0.0
+        self._train_base = 0.0
+        self._session_probe_seconds = 0.0
+
+    # ------------------------------------------------------------------ what a subclass provides
+    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Report:
+        """Run the measurement (in eval mode, under ``no_grad`` unless ``needs_grad``) and return a Report."""
+        raise NotImplementedError
+
+    def check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Validate names of layers etc. against the model at setup; raise a clear error listing what exists."""
+
+    def min_probe_samples(self, pl_module: pl.LightningModule) -> int:
+        """The fewest probe samples this monitor can work with."""
+        return 1
+
+    def dashboard(self) -> dict[str, dict[str, list]]:
+        """This monitor's charts for the merged custom-scalars layout: ``{category: {title: ["Multiline", [re]]}}``."""
+        return {f"probes/{self.name}": {"all": ["Multiline", [f"{self.prefix}.*"]]}}
+
+    def state_key_fields(self) -> dict[str, Any]:
+        """Arguments that tell two instances of this monitor apart (for ``state_key``)."""
+        return {}
+
+    # ------------------------------------------------------------------ public helpers
+    @property
+    def prefix(self) -> str:
+        return f"probes/{self.name}/"
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(schedule=repr(self.schedule), **self.state_key_fields())
+
+    @staticmethod
+    def rank_share(trainer: pl.Trainer) -> tuple[int, int]:
+        """(rank, world size): a monitor with sum-reducible statistics probes only its rank's share."""
+        return trainer.global_rank, trainer.world_size
+
+    def warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            rank_zero_warn(f"[lightning-probes/{self.name}] {message}")
+
+    # ------------------------------------------------------------------ Lightning hooks
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.check_model(trainer, pl_module)
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.probe_set is not None:
+            self.probe_set.materialise(trainer)
+            need = self.min_probe_samples(pl_module)
+            if len(self.probe_set) < need:
+                raise ValueError(
+                    f"{type(self).__name__} needs at least {need} probe samples, the probe set has "
+                    f"{len(self.probe_set)}; raise max_samples or pass more probe_data."
+                )
+        self._write_dashboard(trainer)
+        self._train_start = time.perf_counter()
+        self._train_base = self.clock.train_seconds
+        self._session_probe_seconds = 0.0
+
+    @override
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.at_start and trainer.global_step == 0 and self.clock.last_step != 0:
+            self._probe(trainer, pl_module, 0, can_log=True)
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # hot path of every training step: decide and return
+        step = trainer.global_step
+        if step == self.clock.last_step:
+            return
+        if not self.schedule.deterministic:
+            self.clock.train_seconds = self._train_seconds()
+        due = self.schedule(step, self.clock)
+        if not self.schedule.deterministic and trainer.world_size > 1:
+            due = bool(trainer.strategy.broadcast(due, src=0))  # a time-based decision must be the same everywhere
+        if due:
+            self._probe(trainer, pl_module, step, can_log=True)
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.at_end and trainer.global_step != self.clock.last_step:
+            self._probe(trainer, pl_module, trainer.global_step, can_log=False, final=True)
+        self._flush(trainer)
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._flush(trainer)  # keep every probe point written before the crash
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "clock": asdict(self.clock),
+            "history": [(s, dict(v)) for s, v in self.history],
+            "triggers": [t.state_dict() for t in self.triggers],
+            "stop_reason": self.stop_reason,
+            "failures": self.failures,
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.clock = Clock(**state_dict["clock"])
+        self.history = [(int(s), dict(v)) for s, v in state_dict.get("history", [])]
+        for trig, st in zip(self.triggers, state_dict.get("triggers", [])):
+            trig.load_state_dict(st)
+        self.stop_reason = state_dict.get("stop_reason")
+        self.failures = int(state_dict.get("failures", 0))
+
+    # ------------------------------------------------------------------ the probe
+    def _train_seconds(self) -> float:
+        return self._train_base + (time.perf_counter() - self._train_start) - self._session_probe_seconds
+
+    def _probe(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, can_log: bool, final: bool = False
+    ) -> None:
+        start = time.perf_counter()
+        self.step = step
+        self.render_images = self.images_every > 0 and (final or self.clock.n_probes % self.images_every == 0)
+        report: Report | None = None
+        try:
+            with probing(pl_module, grad=self.needs_grad):
+                report = self.measure(trainer, pl_module)
+            _check_scalars(report)
+        except Exception as err:  # a failed measurement must not kill someone's training run
+            if self.on_error == "raise":
+                raise
+            self.failures += 1
+            self.warn_once(
+                type(err).__name__,
+                f"probe at step {step} failed and was skipped ({type(err).__name__}: {err}); training goes on and "
+                "the next due step tries again. Pass on_error='raise' to stop on it.",
+            )
+            report = None
+        if report is not None:
+            self.history.append((step, dict(report.scalars)))
+            self._publish(trainer, pl_module, report, step, can_log)
+            if self.render_images:
+                self._publish_artefacts(trainer, report, step)
+        if not final:
+            self._decide_stop(trainer, report, step)
+        spent = time.perf_counter() - start
+        self.clock.last_probe_seconds = spent
+        self.clock.probe_seconds += spent
+        self.clock.n_probes += 1
+        self.clock.last_step = step
+        self._session_probe_seconds += spent
+        self.clock.train_seconds = self._train_seconds()
+
+    def _publish(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, report: Report, step: int, can_log: bool
+    ) -> None:
+        metrics = {self.prefix + k: float(v) for k, v in report.scalars.items()}
+        for logger in trainer.loggers:  # every logger, every probe point (not thinned by log_every_n_steps)
+            logger.log_metrics(metrics, step=step)
+        if can_log:
+            # callback_metrics only, for EarlyStopping / ModelCheckpoint / the progress bar; the loggers got the
+            # values above, so logger=False avoids a second, thinned copy
+            for key, value in metrics.items():
+                pl_module.log(key, value, logger=False, on_step=True, on_epoch=False, batch_size=1)
+
+    def _publish_artefacts(self, trainer: pl.Trainer, report: Report, step: int) -> None:
+        if not (report.images or report.histograms or report.texts):
+            return
+        writers = _tensorboard_writers(trainer)
+        if not writers:
+            if trainer.is_global_zero:
+                self.warn_once("no-tensorboard", "pictures and text go to TensorBoard only; no TensorBoardLogger "
+                                                 "is attached, so they are skipped (scalars still flow).")
+            return
+        for writer in writers:
+            for key, image in report.images.items():
+                writer.add_image(self.prefix + key, image, step, dataformats="HWC")
+            for key, values in report.histograms.items():
+                writer.add_histogram(self.prefix + key, values, step)
+            for key, text in report.texts.items():
+                writer.add_text(self.prefix + key, text, step)
+
+    def _decide_stop(self, trainer: pl.Trainer, report: Report | None, step: int) -> None:
+        if not self.triggers:
+            return
+        reason = None
+        if report is not None:
+            for trig in self.triggers:  # every trigger sees every probe, so patience counts stay right
+                why = trig.check(step, report.scalars, self.prefix)
+                reason = reason or why
+        # identical on every rank: a stop decided by any rank stops all of them (and is always reached, even
+        # when this rank's probe failed, so no rank waits for another)
+        stop = trainer.strategy.reduce_boolean_decision(reason is not None, all=False)
+        if stop:
+            self.stop_reason = reason or f"a trigger fired on another rank at step {step}"
+            trainer.should_stop = True
+            rank_zero_info(f"[lightning-probes/{self.name}] stopping training: {self.stop_reason}")
+            for writer in _tensorboard_writers(trainer):
+                writer.add_text(self.prefix + "stop_reason", self.stop_reason, step)
+
+    def _write_dashboard(self, trainer: pl.Trainer) -> None:
+        writers = _tensorboard_writers(trainer)
+        if not writers:
+            return
+        monitors = [cb for cb in trainer.callbacks if isinstance(cb, Monitor)]
+        layout = merge_layouts(m.dashboard() for m in monitors)  # one layout for all monitors of the Trainer
+        for writer in writers:
+            write_layout_once(writer, layout)
+        if self.images_every and not has_matplotlib():
+            self.warn_once("no-matplotlib", "matplotlib is not installed, so pictures are skipped "
+                                            "(pip install matplotlib); scalars and text still flow.")
+            self.images_every = 0
+
+    @staticmethod
+    def _flush(trainer: pl.Trainer) -> None:
+        for writer in _tensorboard_writers(trainer):
+            writer.flush()
+
+
+def _tensorboard_writers(trainer: pl.Trainer) -> list[Any]:
+    """The SummaryWriters of the trainer's TensorBoard loggers, on global rank 0 only."""
+    if not trainer.is_global_zero:
+        return []
+    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+def _check_scalars(report: Report) -> None:
+    if not isinstance(report, Report):
+        raise TypeError(f"measure() must return a Report, got {type(report).__name__}.")
+    for key, value in report.scalars.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError(f"scalar {key!r} must be a Python float, got {type(value).__name__}.")

@@ -1,0 +1,167 @@
+"""Rendering for TensorBoard (pictures as uint8 arrays, markdown tables) and the one merged dashboard layout.
+
+Pictures are drawn with matplotlib's object API on an Agg canvas (no pyplot, no global backend change), so they
+work headless and never disturb a user's own plotting. Without matplotlib, pictures are skipped (the monitor says
+so once) and scalars still flow.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "bar_image",
+    "has_matplotlib",
+    "heatmap_image",
+    "line_image",
+    "markdown_table",
+    "merge_layouts",
+    "write_layout_once",
+]
+
+# writers whose custom-scalars layout has been written (weak: a closed writer is forgotten)
+_LAYOUT_WRITTEN: weakref.WeakSet = weakref.WeakSet()
+
+
+def has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _figure(width: float = 5.0, height: float = 3.6) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=80, layout="constrained")
+
+
+def _to_array(fig: Any) -> np.ndarray:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3) uint8
+
+
+def line_image(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str = "", ylabel: str = "",
+    logy: bool = False, logx: bool = False, hlines: Mapping[str, float] | None = None,
+    vlines: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """Line plot of named ``(x, y)`` series as an (H, W, 3) uint8 image.
+
+    Example:
+        >>> img = line_image({"a": ([1, 2, 3], [1.0, 0.5, 0.1])}, "spectrum", logy=True)
+        >>> img.dtype, img.ndim, img.shape[2]
+        (dtype('uint8'), 3, 3)
+    """
+    fig = _figure()
+    ax = fig.add_subplot()
+    for label, (x, y) in series.items():
+        ax.plot(np.asarray(x), np.asarray(y), marker="." if len(x) < 60 else None, label=label)
+    for label, level in (hlines or {}).items():
+        ax.axhline(level, color="grey", linestyle="--", linewidth=1, label=label)
+    for label, pos in (vlines or {}).items():
+        ax.axvline(pos, color="black", linestyle=":", linewidth=1, label=label)
+    if logy:
+        ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    if len(series) + len(hlines or {}) + len(vlines or {}) > 1:
+        ax.legend(fontsize="small")
+    return _to_array(fig)
+
+
+def heatmap_image(
+    matrix: Any, title: str, vmin: float | None = None, vmax: float | None = None, cmap: str = "RdBu_r",
+    xlabel: str = "", ylabel: str = "", colorbar_label: str = "",
+) -> np.ndarray:
+    """A matrix as a heatmap with a colour scale, (H, W, 3) uint8.
+
+    Example:
+        >>> heatmap_image(np.eye(4), "cosines", vmin=-1, vmax=1).shape[2]
+        3
+    """
+    fig = _figure(4.8, 4.0)
+    ax = fig.add_subplot()
+    mesh = ax.imshow(np.asarray(matrix, dtype=float), vmin=vmin, vmax=vmax, cmap=cmap, interpolation="nearest")
+    fig.colorbar(mesh, ax=ax, label=colorbar_label)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    return _to_array(fig)
+
+
+def bar_image(
+    labels: Sequence[str], groups: Mapping[str, Sequence[float]], title: str, ylabel: str = ""
+) -> np.ndarray:
+    """Grouped bar chart (one bar per group and label), (H, W, 3) uint8.
+
+    Example:
+        >>> bar_image(["1", "2"], {"layer1": [0.5, 0.2]}, "completeness").ndim
+        3
+    """
+    fig = _figure()
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(groups), 1)
+    x = np.arange(len(labels))
+    for i, (name, heights) in enumerate(groups.items()):
+        ax.bar(x + i * width - 0.4 + width / 2, np.asarray(heights, dtype=float), width, label=name)
+    ax.set_xticks(x, list(labels))
+    ax.set(title=title, ylabel=ylabel)
+    if len(groups) > 1:
+        ax.legend(fontsize="small")
+    return _to_array(fig)
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A markdown table (TensorBoard's text plugin renders it).
+
+    Example:
+        >>> print(markdown_table(["step", "regime"], [[0, "EF"], [10, "MF"]]))
+        | step | regime |
+        |---|---|
+        | 0 | EF |
+        | 10 | MF |
+    """
+    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def merge_layouts(sections: Iterable[Mapping[str, Mapping[str, list]]]) -> dict[str, dict[str, list]]:
+    """Merge custom-scalars layouts ``{category: {chart: ["Multiline", [tag regexes]]}}``; charts keep their order
+    and a chart named twice keeps its first definition.
+
+    Example:
+        >>> merge_layouts([{"probes/a": {"x": ["Multiline", ["a/x"]]}}, {"probes/a": {"y": ["Multiline", ["a/y"]]}}])
+        {'probes/a': {'x': ['Multiline', ['a/x']], 'y': ['Multiline', ['a/y']]}}
+    """
+    merged: dict[str, dict[str, list]] = {}
+    for section in sections:
+        for category, charts in section.items():
+            target = merged.setdefault(category, {})
+            for title, chart in charts.items():
+                target.setdefault(title, chart)
+    return merged
+
+
+def write_layout_once(writer: Any, layout: Mapping[str, Mapping[str, list]]) -> bool:
+    """Write the custom-scalars layout to a ``SummaryWriter`` unless it already has one; True if written."""
+    if writer in _LAYOUT_WRITTEN or not layout:
+        return False
+    writer.add_custom_scalars(dict(layout))
+    _LAYOUT_WRITTEN.add(writer)
+    return True

@@ -1,0 +1,63 @@
+"""Shared test helpers: small fits and reading TensorBoard event files back."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+
+import lightning.pytorch as pl
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
+
+
+@dataclass
+class Events:
+    scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    images: dict[str, list[int]] = field(default_factory=dict)
+    texts: dict[str, list[str]] = field(default_factory=dict)
+    histograms: dict[str, list[int]] = field(default_factory=dict)
+    layouts: list = field(default_factory=list)  # layout_pb2.Layout, one per written layout
+
+    def charts(self) -> dict[str, list[str]]:
+        """category title -> chart titles of the (single) custom-scalars layout."""
+        assert len(self.layouts) == 1, f"expected one custom-scalars layout, found {len(self.layouts)}"
+        return {c.title: [ch.title for ch in c.chart] for c in self.layouts[0].category}
+
+
+def read_events(logdir: str) -> Events:
+    """Everything the event files under ``logdir`` hold, by tag."""
+    files = glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"), recursive=True)
+    assert files, f"no event files under {logdir}"
+    out = Events()
+    for path in files:
+        acc = EventAccumulator(path, size_guidance={"scalars": 0, "images": 0, "tensors": 0, "histograms": 0})
+        acc.Reload()
+        tags = acc.Tags()
+        for tag in tags.get("scalars", []):
+            out.scalars.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+        for tag in tags.get("images", []):
+            out.images.setdefault(tag, []).extend(e.step for e in acc.Images(tag))
+        for tag in tags.get("histograms", []):
+            out.histograms.setdefault(tag, []).extend(e.step for e in acc.Histograms(tag))
+        for tag in tags.get("tensors", []):
+            events = acc.Tensors(tag)
+            if tag == "custom_scalars__config__":
+                out.layouts.extend(layout_pb2.Layout.FromString(e.tensor_proto.string_val[0]) for e in events)
+            else:
+                out.texts.setdefault(tag, []).extend(
+                    e.tensor_proto.string_val[0].decode() for e in events if e.tensor_proto.string_val
+                )
+    return out
+
+
+def trainer(tmp_path, **kwargs) -> pl.Trainer:
+    """A quiet CPU trainer logging to TensorBoard under ``tmp_path``."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    defaults = dict(
+        accelerator="cpu", devices=1, logger=TensorBoardLogger(str(tmp_path), name="run"), enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=1,
+    )
+    defaults.update(kwargs)
+    return pl.Trainer(**defaults)
