@@ -45,7 +45,8 @@ def read_events(logdir: str) -> Events:
             if tag == "custom_scalars__config__":
                 out.layouts.extend(layout_pb2.Layout.FromString(e.tensor_proto.string_val[0]) for e in events)
             else:
-                out.texts.setdefault(tag, []).extend(
+                name = tag.removesuffix("/text_summary")  # SummaryWriter.add_text's own suffix
+                out.texts.setdefault(name, []).extend(
                     e.tensor_proto.string_val[0].decode() for e in events if e.tensor_proto.string_val
                 )
     return out
