@@ -306,7 +306,7 @@ def test_search_bad_input():
 def test_prepare_concepts_compression_and_broadcast():
     concepts = torch.tensor([[1, 0], [1, 0], [0, 1]]).bool()
     table = prepare_concepts(concepts, spatial_size=(2, 2))  # per-sample concepts on 2 x 2 maps
-    assert table.spatial_size == (2, 2) and table.weight.tolist() == [4.0, 8.0]
+    assert table.spatial_size == (2, 2) and table.weight.tolist() == [8.0, 4.0]
     unit = torch.zeros(3, 2, 2, dtype=torch.bool)
     unit[2] = True
     assert best_formula(table, unit).formula == Atom(1)
@@ -324,6 +324,18 @@ def test_prepare_concepts_bad_input():
     with pytest.raises(ValueError, match="shape"):
         prepare_concepts(torch.ones(4, 3, 2, dtype=torch.bool))
     assert prepare_concepts(torch.eye(3, dtype=torch.long)).num_concepts == 3
+
+
+def test_prepare_concepts_many_concepts_uses_row_unique():
+    """More than 62 concepts do not fit one int64 key: the row-wise path must give the same counts."""
+    g = torch.Generator().manual_seed(0)
+    concepts = torch.rand(30, 70, generator=g) < 0.3  # (N, K=70)
+    concepts[10:20] = concepts[:10]  # repeated columns
+    table = prepare_concepts(concepts)
+    assert table.masks.shape[1] == 20 and sorted(table.weight.tolist()) == [1.0] * 10 + [2.0] * 10
+    assert torch.equal(table.expand(table.masks[5]).reshape(-1), concepts[:, 5])
+    unit = concepts[:, 3] & ~concepts[:, 4]
+    assert best_formula(table, unit, max_length=2).iou == 1.0
 
 
 def test_explain_unit_bad_input():

@@ -119,16 +119,17 @@ def kmeans_1d(values: Tensor, num_clusters: int, weights: Tensor | None = None) 
     split = torch.zeros(num_clusters, n + 1, dtype=torch.long)  # split[k, i]: start of the last cluster
     for k in range(1, num_clusters):
         new_cost = torch.full_like(cost, math.inf)
-        lo, hi = torch.tensor([k + 1]), torch.tensor([n])  # points i whose optimum is still open
-        opt_lo, opt_hi = torch.tensor([k]), torch.tensor([n - 1])  # allowed split points j
+        # points i whose optimum is needed: room must remain for the later clusters; the last layer needs i = n
+        hi = n - (num_clusters - 1 - k)
+        lo, hi = torch.tensor([k + 1 if k < num_clusters - 1 else n]), torch.tensor([hi])
+        opt_lo, opt_hi = torch.tensor([k]), hi - 1  # allowed split points j
         while lo.numel():
             mid = (lo + hi) // 2
-            top = torch.minimum(opt_hi, mid - 1)
-            count = top - opt_lo + 1  # (T,) candidates per task, >= 1
-            task = torch.repeat_interleave(torch.arange(mid.numel()), count)
-            j = opt_lo[task] + torch.arange(task.numel()) - torch.repeat_interleave(count.cumsum(0) - count, count)
+            count = torch.minimum(opt_hi, mid - 1) - opt_lo + 1  # (T,) candidates per task, >= 1
+            task = torch.repeat_interleave(count)  # task of every candidate
+            j = (opt_lo - (count.cumsum(0) - count))[task] + torch.arange(task.numel())
             val = cost[j] + sse(j, mid[task])
-            best = torch.full((mid.numel(),), math.inf, dtype=torch.float64).scatter_reduce(0, task, val, "amin")
+            best = torch.full(mid.shape, math.inf, dtype=torch.float64).scatter_reduce(0, task, val, "amin")
             arg = torch.full_like(mid, n).scatter_reduce(
                 0, task, torch.where(val == best[task], j, n), "amin"
             )  # leftmost argmin keeps the split points monotone

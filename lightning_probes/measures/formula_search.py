@@ -192,8 +192,8 @@ def prepare_concepts(concepts: Tensor, spatial_size: tuple[int, int] | None = No
 
     Example:
         >>> table = prepare_concepts(torch.tensor([[1, 0], [1, 0], [0, 1]]).bool())
-        >>> table.masks.int().tolist(), table.weight.tolist()
-        ([[0, 1], [1, 0]], [1.0, 2.0])
+        >>> table.masks.int().tolist(), table.weight.tolist()  # two distinct columns: (1, 0) twice, (0, 1) once
+        ([[1, 0], [0, 1]], [2.0, 1.0])
     """
     if concepts.dtype != torch.bool:
         if concepts.is_floating_point() or not ((concepts == 0) | (concepts == 1)).all():
@@ -210,8 +210,15 @@ def prepare_concepts(concepts: Tensor, spatial_size: tuple[int, int] | None = No
         concepts = concepts[:, :, None, None].expand(n, k, *spatial_size)
     size = tuple(concepts.shape[2:])
     columns = concepts.reshape(n, k, -1).permute(0, 2, 1).reshape(-1, k)  # (N * S, K)
-    distinct, group, counts = torch.unique(columns, dim=0, return_inverse=True, return_counts=True)
-    return ConceptTable(distinct.T.contiguous(), group, counts.to(torch.float64), n, size)
+    if k <= 62:  # one int64 key per position: a 1-D unique is much faster than a row-wise one
+        bits = torch.arange(k)
+        keys = (columns.long() << bits).sum(1)  # (N * S,)
+        distinct_keys, group, counts = torch.unique(keys, return_inverse=True, return_counts=True)
+        masks = ((distinct_keys[None, :] >> bits[:, None]) & 1).bool()  # (K, G)
+    else:
+        distinct, group, counts = torch.unique(columns, dim=0, return_inverse=True, return_counts=True)
+        masks = distinct.T.contiguous()
+    return ConceptTable(masks, group, counts.to(torch.float64), n, size)
 
 
 # ----------------------------------------------------------------------------------------------------------
