@@ -1,3 +1,28 @@
-"""lightning-probes: PyTorch Lightning callbacks that watch how a network learns."""
+"""lightning-probes: PyTorch Lightning callbacks that watch how a network learns.
+
+Example:
+    >>> from lightning_probes import FeatureSpectrumMonitor, StopOnRegime, log_spaced
+    >>> monitor = FeatureSpectrumMonitor(head="classifier", schedule=log_spaced(), triggers=[StopOnRegime("MF")])
+"""
+
+from lightning_probes.monitors.base import Monitor, Report
+from lightning_probes.monitors.spectrum import FeatureSpectrumMonitor
+from lightning_probes.probe_set import ProbeSet
+from lightning_probes.schedules import Schedule, budget, every, log_spaced
+from lightning_probes.triggers import StopOnRegime, StopWhen, Trigger
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "FeatureSpectrumMonitor",
+    "Monitor",
+    "ProbeSet",
+    "Report",
+    "Schedule",
+    "StopOnRegime",
+    "StopWhen",
+    "Trigger",
+    "budget",
+    "every",
+    "log_spaced",
+]

@@ -217,18 +217,23 @@ class Spectrum:
 
 
 def _rank_tolerance(eigenvalues: Tensor, size: int, feature_eps: float) -> float:
-    # Features carry the rounding error of their own dtype (float32 ≈ 1e-7), far above float64's; an
-    # eigenvalue below max(N, p)·eps·λ_1 of that dtype is indistinguishable from zero.
+    # The numerical rank of Φ itself, as in matrix_rank: singular values σ_i ≤ max(N, p)·eps·σ_1 are rounding
+    # noise of the features' own dtype (float32 ≈ 1e-7, far above float64's). λ = σ²/N, so the eigenvalue
+    # tolerance is the square of that relative level times λ_1 — but never below what a float64 eigensolver
+    # resolves on Σ itself (size·eps64·λ_1).
     top = float(eigenvalues.max().clamp_min(0)) if eigenvalues.numel() else 0.0
-    return top * size * feature_eps
+    return top * max((size * feature_eps) ** 2, size * torch.finfo(_F64).eps)
 
 
-def diagonalise(second_moment: Tensor, feature_eps: float = torch.finfo(torch.float32).eps) -> Spectrum:
+def diagonalise(
+    second_moment: Tensor, feature_eps: float = torch.finfo(torch.float32).eps, size: int | None = None
+) -> Spectrum:
     """Σ = U Λ Uᵀ in float64, eigenvalues descending, eigenvectors kept up to the numerical rank.
 
     Args:
         second_moment: (p, p) symmetric Σ (S/N, or S/N - μμᵀ when centred).
         feature_eps: machine epsilon of the features' dtype, which sets the rank tolerance.
+        size: max(N, p) of the feature matrix behind Σ (default p), which scales the rank tolerance.
 
     Example:
         >>> spec = diagonalise(torch.diag(torch.tensor([1.0, 4.0, 0.0])))
@@ -238,7 +243,7 @@ def diagonalise(second_moment: Tensor, feature_eps: float = torch.finfo(torch.fl
     sigma = second_moment.to(_F64)
     evals, evecs = torch.linalg.eigh((sigma + sigma.T) / 2)  # ascending
     evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
-    tol = _rank_tolerance(evals, len(evals), feature_eps)
+    tol = _rank_tolerance(evals, size or len(evals), feature_eps)
     rank = int((evals > tol).sum())
     return Spectrum(evals, evecs[:, :rank], tol)
 
@@ -266,7 +271,7 @@ def kernel_diagonalise(
         phi = phi - phi.mean(0)
     n, p = phi.shape
     if n >= p:
-        return diagonalise(phi.T @ phi / n, eps)
+        return diagonalise(phi.T @ phi / n, eps, size=n)
     kernel = phi @ phi.T / n  # (N, N)
     evals, evecs = torch.linalg.eigh((kernel + kernel.T) / 2)
     evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
@@ -470,7 +475,7 @@ def summarise(
         y_mean = stats.target_sum / n
         cross = cross - torch.outer(mean, y_mean)
         target_sq = target_sq - float(y_mean @ y_mean)
-    spec = diagonalise(sigma, stats.feature_eps)
+    spec = diagonalise(sigma, stats.feature_eps, size=max(int(n), len(sigma)))
     if spec.rank == 0:
         raise ValueError("the feature map is identically zero on the probe set (all eigenvalues vanish).")
     target = cumulative_target_power(spec, cross, target_sq) if target_sq > 0 else \

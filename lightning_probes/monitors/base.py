@@ -117,6 +117,14 @@ class Monitor(Callback):
         """This monitor's charts for the merged custom-scalars layout: ``{category: {title: ["Multiline", [re]]}}``."""
         return {f"probes/{self.name}": {"all": ["Multiline", [f"{self.prefix}.*"]]}}
 
+    def summary(self) -> str:
+        """A few lines on what this monitor saw, for the end of a run."""
+        if not self.history:
+            return f"[{self.name}] no successful probe ({self.failures} failed)."
+        step, scalars = self.history[-1]
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(scalars.items())[:8])
+        return f"[{self.name}] {len(self.history)} probes; at step {step}: {shown}"
+
     def state_key_fields(self) -> dict[str, Any]:
         """Arguments that tell two instances of this monitor apart (for ``state_key``)."""
         return {}

@@ -200,6 +200,20 @@ class FeatureSpectrumMonitor(Monitor):
                 last = regime
         return markdown_table(["step", "regime", "n_features", "gap_at_C"], rows)
 
+    @override
+    def summary(self) -> str:
+        if not self.history:
+            return super().summary()
+        changes = ", ".join(f"{regime} from step {step}" for step, regime in self.regime_changes())
+        step, last = self.history[-1]
+        lines = [f"[spectrum] regime: {changes}",
+                 f"[spectrum] at step {step}: n_features={int(last['n_features'])} "
+                 f"(99%: {int(last['n_features_99'])}), gap_at_C={last['gap_at_C']:.3g}"
+                 + (f", NC1={last['nc1']:.4g}, NC4={last['nc4']:.3f}" if "nc1" in last else "")]
+        if self.stop_reason:
+            lines.append(f"[spectrum] stopped: {self.stop_reason}")
+        return "\n".join(lines)
+
     def regime_changes(self) -> list[tuple[int, str]]:
         """(step, regime) at the first probe and at every change of regime so far."""
         out, last = [], None
