@@ -1,0 +1,139 @@
+"""Overhead of FeatureSpectrumMonitor on the digits MLP (64-256-256-10), all measured in one process.
+
+    python benchmarks/overhead.py [--steps 300] [--repeats 3]
+
+Prints, as ratios to a baseline measured in the same run (machines here are noisy, absolute times are not):
+1. training wall time with the monitor at every(1), every(10), every(100) and budget(0.05) over bare training
+   (pictures off: they have their own cadence, costed in 3);
+2. one probe's measurement (capture, statistics, diagonalisation, scalars; with and without the NC4 second pass)
+   over a bare no-grad forward pass of the probe set plus one float64 symmetric eigensolve of the p x p matrix;
+3. rendering the pictures of one probe, over the same baseline;
+4. the memory of the statistics for 512 and 4096 probe samples (it must not grow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import lightning.pytorch as pl
+import torch
+
+from lightning_probes import FeatureSpectrumMonitor, budget, every
+from lightning_probes.datasets import DigitsDataModule, load_digits_tensors
+from lightning_probes.models import MLPClassifier
+from lightning_probes.probe_set import probing
+
+
+class LoopTimer(pl.Callback):
+    """Wall time of the training loop alone (no Trainer start-up)."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module):
+        self.seconds = time.perf_counter() - self.start
+
+
+def train_seconds(steps: int, monitor: FeatureSpectrumMonitor | None) -> float:
+    pl.seed_everything(0, verbose=False)
+    timer = LoopTimer()
+    trainer = pl.Trainer(
+        max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer] + ([monitor] if monitor else []),
+    )
+    trainer.fit(MLPClassifier(hidden=(256, 256)), DigitsDataModule(batch_size=64))
+    return timer.seconds
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def probe_costs(repeats: int) -> dict[str, float]:
+    x, y = load_digits_tensors()
+    model = MLPClassifier(hidden=(256, 256))
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    costs = {}
+    monitors = {
+        "probe (with NC1-NC4)": FeatureSpectrumMonitor(probe_data=(x, y), max_samples=512),
+        "probe (no neural collapse)": FeatureSpectrumMonitor(probe_data=(x, y), max_samples=512, neural_collapse=False),
+    }
+    for label, monitor in monitors.items():
+        monitor.on_train_start(trainer, model)  # fixes the probe set and builds the statistics
+
+        def run(render: bool = False, monitor=monitor):
+            monitor.render_images = render
+            with probing(model):
+                monitor.measure(trainer, model)
+
+        costs[label] = median_time(run, repeats)
+        if label.startswith("probe (with"):
+            costs["probe + pictures"] = median_time(lambda: run(True), max(3, repeats // 4))
+
+    probe_x = x[:512]
+    sym = _sym(256)
+
+    def baseline():
+        with torch.no_grad():
+            for start in range(0, 512, 256):
+                model(probe_x[start : start + 256])
+        torch.linalg.eigh(sym)
+
+    costs["baseline: forward + eigh(p x p)"] = median_time(baseline, repeats)
+    return costs
+
+
+def _sym(p: int) -> torch.Tensor:
+    a = torch.randn(p, p, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    return a @ a.T
+
+
+def memory_bytes(num_samples: int) -> int:
+    from lightning_probes.measures.spectrum import FeatureStatistics
+
+    stats = FeatureStatistics(256, 10)
+    for start in range(0, num_samples, 256):
+        stats.update(torch.randn(min(256, num_samples - start), 256), torch.randint(0, 10, (min(256, num_samples - start),)))
+    return sum(v.numel() * v.element_size() for v in stats.metric_state.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    schedules = {"every(1)": every(1), "every(10)": every(10), "every(100)": every(100), "budget(0.05)": budget(0.05)}
+    train_seconds(20, FeatureSpectrumMonitor(schedule=every(5), probe_data="val"))  # warm-up: imports, allocators
+    bare, runs = [], {k: [] for k in schedules}
+    for _ in range(args.repeats):  # interleaved, so drifts of the machine hit every row alike
+        bare.append(train_seconds(args.steps, None))
+        for label, schedule in schedules.items():
+            monitor = FeatureSpectrumMonitor(schedule=schedule, probe_data="val", images_every=0)
+            runs[label].append(train_seconds(args.steps, monitor))
+    base = statistics.median(bare)
+    print(f"## training overhead ({args.steps} steps, median of {args.repeats}; bare loop {base:.2f} s)")
+    for label, times in runs.items():
+        print(f"{label:>14}: {statistics.median(times) / base:.3f}x")
+
+    costs = probe_costs(repeats=20)
+    ref = costs.pop("baseline: forward + eigh(p x p)")
+    print(f"\n## one probe (512 samples, p = 256) vs forward + eigh = {ref * 1e3:.1f} ms")
+    for label, seconds in costs.items():
+        print(f"{label:>28}: {seconds / ref:.2f}x  ({seconds * 1e3:.1f} ms)")
+
+    print("\n## statistics memory")
+    for n in (512, 4096):
+        print(f"{n:>5} probe samples: {memory_bytes(n) / 1024:.1f} KiB")
+
+
+if __name__ == "__main__":
+    main()
