@@ -6,6 +6,7 @@ Each model names its layers so monitors can find them by module name (``"classif
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import lightning.pytorch as pl
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["MLPClassifier", "ShapesCNN"]
+__all__ = ["MLPClassifier", "ShapesCNN", "ThreeLayerNet", "ThreeLayerRegressor", "scale_init_"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -148,3 +149,148 @@ class ShapesCNN(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+# --- Three-layer nets with a scalable initialisation (condensation, Chen & Luo 2024) -----------------------
+
+
+def scale_init_(
+    module: nn.Module, gamma: float | None = None, std: float | None = None, width: int | None = None
+) -> nn.Module:
+    """Redraw every parameter of ``module`` (weights and biases) from N(0, std²), in place.
+
+    This is the initialisation of the condensation papers (Luo et al. 2021; Chen & Luo 2024): std = m^(-γ) with
+    m the width, so γ = 0.5 is LeCun-like and γ > 1 a small initialisation that condenses. Uses the global
+    torch RNG (seed it for reproducibility).
+
+    Args:
+        module: any model.
+        gamma: the exponent γ; std = width^(-γ).
+        std: the standard deviation itself (instead of ``gamma``).
+        width: m for ``gamma``; default: the largest ``out_features`` among the module's ``nn.Linear`` layers.
+
+    Returns:
+        ``module`` itself.
+
+    Example:
+        >>> net = scale_init_(nn.Linear(100, 100), gamma=1.5)
+        >>> round(float(net.weight.detach().std()), 4)
+        0.001
+    """
+    if (gamma is None) == (std is None):
+        raise ValueError("Give exactly one of gamma (std = width^-gamma) or std.")
+    if std is None:
+        if width is None:
+            widths = [m.out_features for m in module.modules() if isinstance(m, nn.Linear)]
+            if not widths:
+                raise ValueError("The module has no nn.Linear layer to take the width from; pass width=.")
+            width = max(widths)
+        if width < 1:
+            raise ValueError(f"width must be positive, got {width}.")
+        std = float(width) ** (-gamma)
+    if not std >= 0 or math.isinf(std):
+        raise ValueError(f"std must be a finite non-negative number, got {std}.")
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, std)
+    return module
+
+
+def _build_three_layer(
+    host: nn.Module, in_features: int, width: int, out_features: int, activation: str,
+    init_gamma: float | None, init_std: float | None, bias: bool,
+) -> None:
+    """Give ``host`` the layers ``layer1``, ``layer2``, ``output`` and the activation, initialised as asked."""
+    if min(in_features, width, out_features) < 1:
+        raise ValueError(f"in_features, width and out_features must be positive, got {in_features, width, out_features}.")
+    if init_gamma is not None and init_std is not None:
+        raise ValueError("Give init_gamma or init_std, not both (or neither for PyTorch's default init).")
+    host.layer1 = nn.Linear(in_features, width, bias=bias)
+    host.layer2 = nn.Linear(width, width, bias=bias)
+    host.output = nn.Linear(width, out_features, bias=bias)
+    host.activation = _activation(activation)
+    if init_gamma is not None or init_std is not None:
+        for layer in (host.layer1, host.layer2, host.output):
+            scale_init_(layer, gamma=init_gamma, std=init_std, width=width)
+
+
+def _three_layer_forward(host: nn.Module, x: Tensor) -> Tensor:  # (B, d) -> (B, out)
+    return host.output(host.activation(host.layer2(host.activation(host.layer1(x)))))
+
+
+class ThreeLayerNet(nn.Module):
+    """f(x) = aᵀ σ(W² σ(W¹ x + b¹) + b²) (+ output bias), the three-layer net of Chen & Luo (2024).
+
+    Args:
+        in_features: input dimension d.
+        width: hidden width m of both hidden layers.
+        out_features: output dimension.
+        activation: ``"tanh"`` (default, odd: a direction and its opposite condense together), ``"relu"``, ``"gelu"``.
+        init_gamma: every parameter ~ N(0, m^(-2γ)) (std m^(-γ)); γ = 1.5 condenses, γ = 0.5 does not.
+        init_std: every parameter ~ N(0, init_std²) instead.
+        bias: whether the layers have biases.
+
+    Neither ``init_gamma`` nor ``init_std``: PyTorch's default init. Layers: ``layer1``, ``layer2``, ``output``.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> net = ThreeLayerNet(1, 100, 1, init_gamma=1.5)
+        >>> net(torch.zeros(4, 1)).shape, round(float(net.layer2.weight.detach().std()), 4)
+        (torch.Size([4, 1]), 0.001)
+    """
+
+    def __init__(
+        self, in_features: int = 1, width: int = 100, out_features: int = 1, activation: str = "tanh",
+        init_gamma: float | None = None, init_std: float | None = None, bias: bool = True,
+    ) -> None:
+        super().__init__()
+        _build_three_layer(self, in_features, width, out_features, activation, init_gamma, init_std, bias)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, d) -> (B, out)
+        return _three_layer_forward(self, x)
+
+
+class ThreeLayerRegressor(pl.LightningModule):
+    """A :class:`ThreeLayerNet` trained by plain SGD on the mean squared error (condensation example).
+
+    The layers sit directly on the module (``layer1``, ``layer2``, ``output``), so monitors name them as such.
+
+    Args:
+        in_features, width, out_features, activation, init_gamma, init_std, bias: as :class:`ThreeLayerNet`.
+        lr: SGD learning rate (0.2 trains width 100 from γ = 1.5 through its plateau in about 1000 steps).
+        momentum: SGD momentum.
+
+    Example:
+        >>> model = ThreeLayerRegressor(width=16, init_gamma=1.0)
+        >>> model(torch.zeros(3, 1)).shape
+        torch.Size([3, 1])
+    """
+
+    def __init__(
+        self, in_features: int = 1, width: int = 100, out_features: int = 1, activation: str = "tanh",
+        init_gamma: float | None = 1.5, init_std: float | None = None, bias: bool = True, lr: float = 0.2,
+        momentum: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr}.")
+        self.save_hyperparameters()
+        _build_three_layer(self, in_features, width, out_features, activation, init_gamma, init_std, bias)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, d) -> (B, out)
+        return _three_layer_forward(self, x)
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch
+        loss = F.mse_loss(self(x), y)
+        self.log(f"{stage}/loss", loss, prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
