@@ -8,7 +8,17 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["ConceptProbe", "DigitsDataModule", "ShapesData", "ShapesDataModule", "ShapesProbe", "load_digits_tensors", "make_shapes"]
+__all__ = [
+    "ConceptProbe",
+    "DigitsDataModule",
+    "RegressionDataModule",
+    "ShapesData",
+    "ShapesDataModule",
+    "ShapesProbe",
+    "load_digits_tensors",
+    "make_regression_tensors",
+    "make_shapes",
+]
 
 
 def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,6 +226,97 @@ class ShapesDataModule(pl.LightningDataModule):
         val = make_shapes(hp.num_val, hp.size, hp.seed + 1)
         self.train_set = TensorDataset(train.images, train.labels)
         self.val_set = TensorDataset(val.images, val.labels)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True,
+                          num_workers=self.hparams.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+
+
+# --- Generated 1-D (or low-dimensional) regression targets (condensation example) --------------------------
+
+_REGRESSION_TARGETS = {"sin": torch.sin, "tanh": torch.tanh, "relu": torch.relu}
+
+
+def make_regression_tensors(
+    num: int, in_features: int = 1, target: str = "sin", frequency: float = 3.0, noise: float = 0.0, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs x ~ U[-1, 1]^d and targets y = g(ω · mean_i x_i) (+ Gaussian noise), from a private generator.
+
+    With d = 1 this is the 1-D target of the condensation experiments (y = sin(3x) by default).
+
+    Args:
+        num: number of samples.
+        in_features: input dimension d.
+        target: g, one of ``"sin"``, ``"tanh"``, ``"relu"``.
+        frequency: ω.
+        noise: standard deviation of additive Gaussian noise on y.
+        seed: seed of the generator (the global RNG is not touched).
+
+    Returns:
+        ``(x, y)``: x (num, d) and y (num, 1), float32.
+
+    Example:
+        >>> x, y = make_regression_tensors(4, seed=0)
+        >>> x.shape, y.shape, bool(torch.allclose(y, torch.sin(3 * x)))
+        (torch.Size([4, 1]), torch.Size([4, 1]), True)
+    """
+    if target not in _REGRESSION_TARGETS:
+        raise ValueError(f"Unknown target {target!r}; choose one of {sorted(_REGRESSION_TARGETS)}.")
+    if num < 1 or in_features < 1:
+        raise ValueError(f"num and in_features must be positive, got {num} and {in_features}.")
+    if noise < 0:
+        raise ValueError(f"noise is a standard deviation and must be >= 0, got {noise}.")
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(num, in_features, generator=generator) * 2 - 1  # (num, d)
+    y = _REGRESSION_TARGETS[target](frequency * x.mean(dim=1, keepdim=True))  # (num, 1)
+    if noise > 0:
+        y = y + noise * torch.randn(num, 1, generator=generator)
+    return x, y
+
+
+class RegressionDataModule(pl.LightningDataModule):
+    """Generated regression data from :func:`make_regression_tensors` (train and val drawn with different seeds).
+
+    Args:
+        num_train: training samples.
+        num_val: validation samples.
+        in_features: input dimension d.
+        target: ``"sin"``, ``"tanh"`` or ``"relu"``.
+        frequency: ω in y = g(ω · mean x).
+        noise: standard deviation of the noise on the training and validation targets.
+        batch_size: batch size.
+        seed: seed of the data (validation uses seed + 1).
+        num_workers: DataLoader workers.
+
+    Example:
+        >>> dm = RegressionDataModule(num_train=100, num_val=20)
+        >>> dm.setup("fit")
+        >>> len(dm.train_set), len(dm.val_set)
+        (100, 20)
+    """
+
+    def __init__(
+        self, num_train: int = 1024, num_val: int = 256, in_features: int = 1, target: str = "sin",
+        frequency: float = 3.0, noise: float = 0.0, batch_size: int = 64, seed: int = 0, num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if num_train < 1 or num_val < 1 or batch_size < 1:
+            raise ValueError(f"num_train, num_val and batch_size must be positive, got {num_train}, {num_val}, "
+                             f"{batch_size}.")
+        if target not in _REGRESSION_TARGETS:
+            raise ValueError(f"Unknown target {target!r}; choose one of {sorted(_REGRESSION_TARGETS)}.")
+        self.save_hyperparameters()
+
+    def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "train_set"):
+            return
+        hp = self.hparams
+        common = dict(in_features=hp.in_features, target=hp.target, frequency=hp.frequency, noise=hp.noise)
+        self.train_set = TensorDataset(*make_regression_tensors(hp.num_train, seed=hp.seed, **common))
+        self.val_set = TensorDataset(*make_regression_tensors(hp.num_val, seed=hp.seed + 1, **common))
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True,
