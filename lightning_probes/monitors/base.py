@@ -278,9 +278,10 @@ class Monitor(Callback):
             return
         writers = _tensorboard_writers(trainer)
         if not writers:
-            if trainer.is_global_zero:
-                self.warn_once("no-tensorboard", "pictures and text go to TensorBoard only; no TensorBoardLogger "
-                                                 "is attached, so they are skipped (scalars still flow).")
+            if trainer.is_global_zero and "no-tensorboard" not in self._warned:
+                self._warned.add("no-tensorboard")
+                rank_zero_info(f"[lightning-probes/{self.name}] pictures and text go to TensorBoard only; no "
+                               "TensorBoardLogger is attached, so they are skipped (scalars still flow).")
             return
         for writer in writers:
             for key, image in report.images.items():
