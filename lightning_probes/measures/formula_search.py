@@ -402,7 +402,12 @@ def _search(table: ConceptTable, unit_mask: Tensor, max_length: int, prune: bool
     a, b = torch.triu_indices(k, k, 1)
     bounds = torch.full(a.shape, torch.inf, dtype=torch.float64)
     if prune:
-        bounds = _pair_bounds(stats, a, b)
+        parts, step = [], max(1, 2**20 // k)  # (pairs, K) blocks of bounded size, whatever K
+        for start in range(0, a.numel(), step):
+            if deadline is not None and time.perf_counter() > deadline:
+                return None
+            parts.append(_pair_bounds(stats, a[start : start + step], b[start : start + step]))
+        bounds = torch.cat(parts)
         order = torch.argsort(bounds, descending=True, stable=True)  # most promising first: prunes the rest
         a, b, bounds = a[order], b[order], bounds[order]
     step, start = _chunk_pairs(stats), 0

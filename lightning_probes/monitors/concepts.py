@@ -1,0 +1,299 @@
+"""ConceptMonitor: logical concept formulas for each activation range of chosen units, tracked over training.
+
+Clustered Compositional Explanations (La Rosa, Gilpin, Capobianco, NeurIPS 2023, arXiv 2310.18443); the
+formulas live in :mod:`lightning_probes.measures.explanations`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor
+from typing_extensions import override
+
+from lightning_probes.datasets import ConceptProbe
+from lightning_probes.measures.explanations import (
+    ConceptTable,
+    InactiveUnitError,
+    RangeExplanation,
+    explain_unit,
+    prepare_concepts,
+)
+from lightning_probes.monitors.base import Monitor, Report
+from lightning_probes.probe_set import capture, probing, resolve_module
+from lightning_probes.tensorboard import heatmap_image, markdown_table
+
+__all__ = ["ConceptMonitor"]
+
+
+class ConceptMonitor(Monitor):
+    """Explain units of a layer with concept formulas, one per activation range (SCIENCE.md section 5).
+
+    At each probe, every chosen unit's activations over the probe set are split into ``num_clusters`` ranges
+    (exact 1-D k-means; 1 = the classic top-0.5% threshold), and for each range the formula of at most
+    ``max_length`` concepts joined by AND, OR, AND NOT with the highest IoU is found (exact search by default).
+
+    Logs under ``probes/concepts/``: ``mean_iou_range_<c>`` (mean IoU over units of range c, 1 = lowest),
+    ``specialisation`` (mean IoU of the highest range minus the lowest), ``n_units_explained`` (units whose
+    highest range has IoU >= ``iou_threshold``), ``n_inactive_units`` (units that never activated on the probe
+    set), ``n_formula_changes`` ((unit, range) pairs whose formula changed since the previous probe) and
+    ``n_beam_fallbacks`` (searches that ran out of ``time_budget`` and fell back to beam search). Text: the
+    table unit x range -> formula, IoU and coverages. Picture: IoU per range and unit.
+
+    Args:
+        layer: module name whose output holds the units: (N, C) or (N, C, h, w); for a conv layer, name the
+            block that ends with the activation (e.g. ``"conv2"`` of :class:`~lightning_probes.models.ShapesCNN`).
+        concepts: boolean concept masks aligned with the probe set, (N, K) per sample or (N, K, H, W) per
+            position; or a :class:`~lightning_probes.datasets.ConceptProbe` (e.g. ``ShapesProbe``) that carries
+            the probe inputs, the masks and the names together.
+        concept_names: K names (taken from the ``ConceptProbe`` if omitted there; required with a tensor).
+        units: channel indices to explain (default: all).
+        num_clusters: activation ranges per unit (paper: 5; 1 = top 0.5%).
+        max_length: longest formula, 1 to 3.
+        iou_threshold: a unit is explained when its highest range reaches this IoU (Bau et al. 2017 use 0.04).
+        search: ``"exact"`` (optimal, branch and bound) or ``"beam"`` (the paper's beam search).
+        time_budget: seconds allowed to one exact search before it falls back to beam search (None: no limit).
+        beam_width: beam size (paper: 5).
+        first_beam: atoms in the first beam (paper: 10).
+        **kwargs: the :class:`~lightning_probes.monitors.base.Monitor` arguments (schedule, probe_data, ...).
+            With a ``ConceptProbe``, ``probe_data`` comes from it.
+
+    Example:
+        >>> from lightning_probes.datasets import ShapesProbe
+        >>> ConceptMonitor("conv2", ShapesProbe(num_samples=16, size=16), schedule=50)
+        ConceptMonitor(layer='conv2', concepts=11, units=all, num_clusters=5, schedule=every(50, start=0))
+    """
+
+    name = "concepts"
+
+    def __init__(
+        self,
+        layer: str,
+        concepts: Tensor | ConceptProbe,
+        concept_names: Sequence[str] | None = None,
+        units: Sequence[int] | None = None,
+        num_clusters: int = 5,
+        max_length: int = 3,
+        iou_threshold: float = 0.04,
+        search: Literal["exact", "beam"] = "exact",
+        time_budget: float | None = 10.0,
+        beam_width: int = 5,
+        first_beam: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(concepts, ConceptProbe):
+            if "probe_data" in kwargs:
+                raise ValueError("a ConceptProbe carries its own probe inputs; do not also pass probe_data.")
+            kwargs["probe_data"] = concepts.inputs if concepts.targets is None else (concepts.inputs, concepts.targets)
+            concept_names = list(concepts.concept_names) if concept_names is None else concept_names
+            concepts = concepts.concepts
+        if not isinstance(concepts, Tensor):
+            raise TypeError(f"concepts must be a boolean tensor or a ConceptProbe, got {type(concepts).__name__}.")
+        # validates dtype, shape, emptiness; per-sample concepts get their table once the map size is known
+        table = prepare_concepts(concepts)
+        self._table: ConceptTable | None = table if concepts.dim() == 4 else None
+        kwargs.setdefault("max_samples", len(concepts))
+        super().__init__(**kwargs)
+        if not isinstance(layer, str) or not layer:
+            raise ValueError("layer must name a module whose output holds the units, e.g. layer='conv2'.")
+        self.layer = layer
+        self.concepts = concepts.bool()
+        k = concepts.shape[1]
+        if concept_names is None:
+            raise ValueError(f"concept_names is required with a concept tensor: give {k} names.")
+        names = [str(n) for n in concept_names]
+        if len(names) != k or len(set(names)) != k:
+            raise ValueError(f"concept_names must be {k} distinct names (one per concept), got {len(names)}.")
+        self.concept_names = names
+        if units is not None:
+            units = [int(u) for u in units]
+            if not units or min(units) < 0 or len(set(units)) != len(units):
+                raise ValueError(f"units must be distinct non-negative channel indices, got {units}.")
+        self.units = units
+        if not isinstance(num_clusters, int) or num_clusters < 1:
+            raise ValueError(f"num_clusters must be a positive integer, got {num_clusters!r}.")
+        if max_length not in (1, 2, 3):
+            raise ValueError(f"max_length must be 1, 2 or 3, got {max_length!r}.")
+        if not 0 <= iou_threshold <= 1:
+            raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}.")
+        if search not in ("exact", "beam"):
+            raise ValueError(f"search must be 'exact' or 'beam', got {search!r}.")
+        if time_budget is not None and not time_budget > 0:
+            raise ValueError(f"time_budget must be positive seconds or None, got {time_budget}.")
+        if beam_width < 1 or first_beam < 1:
+            raise ValueError(f"beam_width and first_beam must be >= 1, got {beam_width} and {first_beam}.")
+        self.num_clusters, self.max_length, self.iou_threshold = num_clusters, max_length, iou_threshold
+        self.search, self.time_budget, self.beam_width, self.first_beam = search, time_budget, beam_width, first_beam
+        self.last_formulas: dict[str, str] = {}  # "unit/range" -> formula name at the previous probe
+        self._units: list[int] = []
+
+    def __repr__(self) -> str:
+        units = "all" if self.units is None else self.units
+        return (f"{type(self).__name__}(layer={self.layer!r}, concepts={len(self.concept_names)}, units={units}, "
+                f"num_clusters={self.num_clusters}, schedule={self.schedule!r})")
+
+    @override
+    def state_key_fields(self) -> dict[str, Any]:
+        return {"layer": self.layer, "units": self.units, "num_clusters": self.num_clusters}
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "last_formulas": dict(self.last_formulas)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.last_formulas = dict(state_dict.get("last_formulas", {}))
+
+    @override
+    def dashboard(self) -> dict[str, dict[str, list]]:
+        p = self.prefix
+        return {
+            "probes/concepts": {
+                "mean IoU per activation range": ["Multiline", [f"{p}mean_iou_range_[0-9]+$"]],
+                "specialisation (highest - lowest range)": ["Multiline", [f"{p}specialisation$"]],
+                "units": ["Multiline", [f"{p}n_units_explained$", f"{p}n_inactive_units$"]],
+                "search": ["Multiline", [f"{p}n_formula_changes$", f"{p}n_beam_fallbacks$"]],
+            }
+        }
+
+    # ------------------------------------------------------------------ checks against the model and data
+    @override
+    def check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        resolve_module(pl_module, self.layer)  # lists the real module names when missing
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        assert self.probe_set is not None
+        if len(self.probe_set) != len(self.concepts):
+            raise ValueError(
+                f"the concepts describe {len(self.concepts)} samples but the probe set has {len(self.probe_set)}; "
+                "the concept masks must be aligned with the probe data, sample for sample."
+            )
+        x, _ = next(self.probe_set.batches(pl_module.device))
+        with probing(pl_module), capture(pl_module, {self.layer: "output"}) as seen:
+            pl_module(x[:1])  # one sample: the shape of the layer's output
+        self._check_layer_output(seen[self.layer])
+
+    def _check_layer_output(self, out: Tensor) -> None:
+        if out.dim() not in (2, 4):
+            raise ValueError(f"layer {self.layer!r} outputs shape {tuple(out.shape)}; ConceptMonitor needs units as "
+                             "(N, C) or (N, C, h, w).")
+        channels = out.shape[1]
+        self._units = list(range(channels)) if self.units is None else self.units
+        if max(self._units) >= channels:
+            raise ValueError(f"units {self._units} out of range: layer {self.layer!r} has {channels} channels.")
+        if self.concepts.dim() == 4:
+            if out.dim() == 2:
+                raise ValueError(f"per-position concepts {tuple(self.concepts.shape)} need a spatial layer, but "
+                                 f"{self.layer!r} outputs (N, C) = {tuple(out.shape)}; give per-sample concepts "
+                                 "(N, K) or explain a convolutional layer.")
+            (h, w), (big_h, big_w) = out.shape[2:], self.concepts.shape[2:]
+            if h > big_h or w > big_w or big_h * w != big_w * h:
+                raise ValueError(f"layer {self.layer!r} maps are {h}x{w} but the concept masks are {big_h}x{big_w}; "
+                                 "the masks must be at least as large, with the same aspect ratio (maps are "
+                                 "upsampled to the mask size).")
+
+    def _concept_table(self, acts: Tensor) -> ConceptTable:
+        if self._table is None or (self.concepts.dim() == 2 and self._table.spatial_size != tuple(acts.shape[2:])):
+            size = tuple(acts.shape[2:]) if acts.dim() == 4 else None
+            self._table = prepare_concepts(self.concepts, spatial_size=size)  # per-sample concepts on maps
+        return self._table
+
+    # ------------------------------------------------------------------ the probe
+    @override
+    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Report:
+        assert self.probe_set is not None
+        chunks = []
+        # every rank explains the whole probe set: formulas need all samples at once, and ranks then agree
+        with capture(pl_module, {self.layer: "output"}) as seen:
+            for x, _ in self.probe_set.batches(pl_module.device):
+                pl_module(x)
+                chunks.append(seen[self.layer][:, self._units].float().cpu())
+        acts = torch.cat(chunks)  # (N, U) or (N, U, h, w)
+        table = self._concept_table(acts)
+        explained: dict[int, list[RangeExplanation]] = {}
+        inactive: list[int] = []
+        for column, unit in enumerate(self._units):
+            try:
+                explained[unit] = explain_unit(
+                    acts[:, column], table, self.concept_names, self.num_clusters, self.max_length, self.search,
+                    self.beam_width, self.first_beam, self.time_budget,
+                )
+            except InactiveUnitError:
+                inactive.append(unit)
+        return self._report(explained, inactive)
+
+    def _report(self, explained: dict[int, list[RangeExplanation]], inactive: list[int]) -> Report:
+        k = self.num_clusters
+        full = {u: r for u, r in explained.items() if len(r) == k}  # units with fewer distinct values than K
+        ious = np.full((len(full), k), np.nan)  # (units, ranges)
+        for row, ranges in enumerate(full.values()):
+            ious[row] = [r.metrics.iou for r in ranges]
+        scalars: dict[str, float] = {}
+        for c in range(k):
+            scalars[f"mean_iou_range_{c + 1}"] = float(ious[:, c].mean()) if len(full) else math.nan
+        top = [r[-1].metrics.iou for r in explained.values()]
+        scalars["specialisation"] = (float(np.mean([r[-1].metrics.iou - r[0].metrics.iou for r in explained.values()]))
+                                     if explained else math.nan)
+        scalars["n_units_explained"] = float(sum(iou >= self.iou_threshold for iou in top))
+        scalars["n_inactive_units"] = float(len(inactive))
+        formulas = {f"{u}/{r.range_index + 1}": r.name for u, rs in explained.items() for r in rs}
+        scalars["n_formula_changes"] = float(sum(self.last_formulas.get(key, name) != name
+                                                 for key, name in formulas.items()))
+        fallbacks = sum(r.method.startswith("beam (fallback") for rs in explained.values() for r in rs)
+        scalars["n_beam_fallbacks"] = float(fallbacks)
+        self.last_formulas = formulas
+        if fallbacks:
+            self.warn_once("fallback", f"{fallbacks} exact formula searches exceeded time_budget={self.time_budget} s "
+                                       f"with {len(self.concept_names)} concepts and fell back to beam search "
+                                       "(may miss the optimum); raise time_budget or use fewer concepts.")
+        if inactive:
+            self.warn_once("inactive", f"units {inactive} of {self.layer!r} never activate on the probe set at step "
+                                       f"{self.step}; they are reported, not explained.")
+        report = Report(scalars=scalars)
+        report.texts["explanations"] = self._table_text(explained, inactive, fallbacks)
+        if self.render_images and len(full):
+            report.images["iou_per_range"] = heatmap_image(
+                ious, f"IoU of the best formula, step {self.step}", vmin=0.0, vmax=1.0, cmap="viridis",
+                xlabel="activation range (0 = lowest)", ylabel=f"unit (of {list(full)})", colorbar_label="IoU",
+            )
+        return report
+
+    def _table_text(self, explained: dict[int, list[RangeExplanation]], inactive: list[int], fallbacks: int) -> str:
+        rows = [
+            [u, r.range_index + 1, f"[{r.low:.3g}, {r.high:.3g}]", r.name, r.metrics.iou, r.metrics.detection_accuracy,
+             r.metrics.activation_coverage, r.metrics.sample_coverage, r.metrics.explanation_coverage, r.method]
+            for u, ranges in explained.items() for r in ranges
+        ]
+        text = markdown_table(
+            ["unit", "range", "activations", "formula", "IoU", "detection acc.", "activation cov.", "sample cov.",
+             "explanation cov.", "search"], rows,
+        )
+        notes = []
+        if inactive:
+            notes.append(f"Units that never activate on the probe set (not explained): {inactive}.")
+        short = [u for u, r in explained.items() if len(r) < self.num_clusters]
+        if short:
+            notes.append(f"Units with fewer distinct activation values than {self.num_clusters} ranges "
+                         f"(left out of the per-range means): {short}.")
+        if fallbacks:
+            notes.append(f"{fallbacks} searches exceeded the {self.time_budget} s budget and used beam search.")
+        return "\n\n".join([*notes, text])
+
+    @override
+    def summary(self) -> str:
+        if not self.history:
+            return super().summary()
+        step, last = self.history[-1]
+        ranges = ", ".join(f"{last[f'mean_iou_range_{c + 1}']:.3f}" for c in range(self.num_clusters))
+        return (f"[concepts] {self.layer!r} at step {step}: mean IoU per range (lowest..highest) {ranges}; "
+                f"specialisation {last['specialisation']:.3f}; {int(last['n_units_explained'])} of "
+                f"{len(self._units)} units explained (IoU >= {self.iou_threshold}), "
+                f"{int(last['n_inactive_units'])} inactive")
