@@ -1,0 +1,512 @@
+"""Condensation of neurons' input-weight directions in small-initialised networks.
+
+With a small initialisation the hidden neurons of a network first align their input weights to a few
+directions ("condensation") during an initial stage in which the weights barely grow; then the magnitudes rise
+quickly. Two-layer nets: Luo, Xu, Ma & Zhang (JMLR 2021, phase diagram) and Zhou, Zhang, Xu et al.
+(NeurIPS 2022, initial condensation); three-layer nets: Chen & Luo (2024, arXiv 2402.15958). The quantities
+here are the ones of SCIENCE.md section 2, for one ``nn.Linear`` layer with weight W (m, d) and bias b (m,):
+
+- neuron direction u_k = [W_k, b_k] / ‖[W_k, b_k]‖ and the cosine matrix C = U Uᵀ (m, m);
+- condensed directions: average-linkage clusters under the distance 1 - |C_kj| (``signed=True``: 1 - C_kj, so
+  a direction and its opposite stay apart), cut at 1 - threshold, with the share of neurons in the largest
+  1, 2 and 4 clusters;
+- effective rank exp(H(σ / Σσ)) of the singular values σ of W (Roy & Vetterli 2007), stable rank
+  ‖W‖_F² / ‖W‖_2², the norm ‖W‖_F and the relative change ‖W_t - W_0‖_F / ‖W_0‖_F.
+
+Everything is plain torch (float64 for the Gram matrices and the eigenvalues) plus SciPy's hierarchical
+clustering; no Lightning import.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from scipy.cluster.hierarchy import fcluster, linkage
+from torch import Tensor
+
+__all__ = [
+    "CondensationStats",
+    "cluster_order",
+    "cluster_shares",
+    "condensation_stats",
+    "condensed_directions",
+    "cosine_matrix",
+    "effective_rank",
+    "neuron_directions",
+    "relative_change",
+    "sample_neurons",
+    "singular_values",
+    "stable_rank",
+]
+
+
+def _check_layer(weight: Tensor, bias: Tensor | None) -> None:
+    if weight.ndim != 2:
+        raise ValueError(
+            f"weight must be a 2-D (out_features, in_features) matrix like nn.Linear.weight, got shape "
+            f"{tuple(weight.shape)}; flatten convolution kernels to (out_channels, -1) first."
+        )
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(
+            f"bias must have shape ({weight.shape[0]},) to match weight {tuple(weight.shape)}, got "
+            f"{tuple(bias.shape)}."
+        )
+    if not bool(torch.isfinite(weight).all()) or (bias is not None and not bool(torch.isfinite(bias).all())):
+        raise ValueError("The layer's weight or bias contains NaN or inf; condensation is undefined for it.")
+
+
+def _augmented(weight: Tensor, bias: Tensor | None) -> Tensor:
+    """[W, b] in float64: (m, d) and (m,) -> (m, d + 1) (or (m, d) without bias)."""
+    w = weight.detach().to(torch.float64)
+    if bias is None:
+        return w
+    return torch.cat([w, bias.detach().to(torch.float64).unsqueeze(1)], dim=1)  # (m, d+1)
+
+
+def neuron_directions(weight: Tensor, bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Unit input-weight directions u_k = [W_k, b_k] / ‖[W_k, b_k]‖ of a layer's neurons (SCIENCE.md §2).
+
+    Args:
+        weight: W, shape (m, d): one row of input weights per neuron (``nn.Linear.weight``).
+        bias: b, shape (m,), appended to each row as the weight of a constant input; None for no bias.
+
+    Returns:
+        ``(directions, alive)``: directions (m, d + 1) in float64 (d columns without bias), the rows of
+        zero-norm ("dead") neurons left at zero; alive (m,) bool, False for those neurons.
+
+    Example:
+        >>> u, alive = neuron_directions(torch.tensor([[3.0, 0.0], [0.0, 0.0]]), torch.tensor([4.0, 0.0]))
+        >>> u
+        tensor([[0.6000, 0.0000, 0.8000],
+                [0.0000, 0.0000, 0.0000]], dtype=torch.float64)
+        >>> alive
+        tensor([ True, False])
+    """
+    _check_layer(weight, bias)
+    a = _augmented(weight, bias)  # (m, d+1)
+    norms = torch.linalg.vector_norm(a, dim=1)  # (m,)
+    alive = norms > 0
+    return a / torch.where(alive, norms, 1.0).unsqueeze(1), alive
+
+
+def cosine_matrix(weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Cosine similarity of every pair of neuron directions, C = U Uᵀ with U from :func:`neuron_directions`.
+
+    Computed from the Gram matrix G = [W, b][W, b]ᵀ as C_kj = G_kj / √(G_kk G_jj) (one matrix product, the same
+    numbers as normalising first; the tests check both). Values are clipped to [-1, 1]. Dead (zero-norm)
+    neurons have an all-zero row and column, including their diagonal entry.
+
+    Args:
+        weight: W, shape (m, d).
+        bias: b, shape (m,), or None.
+
+    Returns:
+        C, shape (m, m), float64, symmetric, diagonal 1 for the alive neurons.
+
+    Example:
+        >>> cosine_matrix(torch.tensor([[1.0, 0.0], [1.0, 1.0], [-2.0, 0.0]]))
+        tensor([[ 1.0000,  0.7071, -1.0000],
+                [ 0.7071,  1.0000, -0.7071],
+                [-1.0000, -0.7071,  1.0000]], dtype=torch.float64)
+    """
+    _check_layer(weight, bias)
+    a = _augmented(weight, bias)  # (m, d+1)
+    return _cosine_from_gram(a @ a.T)
+
+
+def _cosine_from_gram(gram: Tensor) -> Tensor:
+    """(m, m) Gram of the augmented rows -> (m, m) cosine matrix, dead neurons zeroed."""
+    norms = gram.diagonal().clamp_min(0).sqrt()  # (m,)
+    inv = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, 1.0), 0.0)  # (m,)
+    cos = gram * inv.unsqueeze(0) * inv.unsqueeze(1)  # (m, m)
+    cos.diagonal().copy_((norms > 0).to(cos.dtype))  # exact 1 on the diagonal (0 for dead neurons)
+    return cos.clamp_(-1.0, 1.0)
+
+
+def condensed_directions(cosine: Tensor, threshold: float = 0.95, signed: bool = False) -> Tensor:
+    """Cluster neurons into condensed directions by average linkage on 1 - |cos| (SCIENCE.md §2).
+
+    Neurons k, j are compared by the distance 1 - |C_kj| (a direction and its opposite are one line, the right
+    notion for odd activations such as tanh) or, with ``signed=True``, 1 - C_kj. SciPy's average-linkage
+    hierarchy is cut at distance 1 - ``threshold``: every cluster's average pairwise distance to any cluster it
+    would merge with exceeds that, so clusters are sets of neurons with average |cos| ≥ threshold.
+
+    Args:
+        cosine: C, shape (m, m), from :func:`cosine_matrix`; neurons whose diagonal entry is 0 are dead and
+            are left out.
+        threshold: cosine level at which two groups of neurons count as one direction, in (0, 1].
+        signed: keep a direction and its opposite apart.
+
+    Returns:
+        labels, shape (m,), int64: 0 for the largest cluster, 1 for the next (ties broken by the lowest neuron
+        index), ...; -1 for dead neurons. The number of directions is ``labels.max() + 1``.
+
+    Example:
+        >>> w = torch.tensor([[1.0, 0.0], [-1.0, 0.01], [0.0, 1.0], [1.0, 0.02]])
+        >>> condensed_directions(cosine_matrix(w))
+        tensor([0, 0, 1, 0])
+        >>> condensed_directions(cosine_matrix(w), signed=True)
+        tensor([0, 1, 2, 0])
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold is a cosine level in (0, 1] (0.95 in the papers), got {threshold}.")
+    if cosine.ndim != 2 or cosine.shape[0] != cosine.shape[1]:
+        raise ValueError(f"cosine must be a square (m, m) matrix, got shape {tuple(cosine.shape)}.")
+    m = cosine.shape[0]
+    alive = cosine.diagonal() > 0.5  # (m,) the diagonal is exactly 1 (alive) or 0 (dead)
+    labels = torch.full((m,), -1, dtype=torch.long)
+    idx = alive.nonzero().squeeze(1)  # (m_alive,)
+    if idx.numel() == 0:
+        return labels
+    if idx.numel() == 1:
+        labels[idx] = 0
+        return labels
+    c = cosine.detach().to(torch.float64)[idx][:, idx]  # (m_alive, m_alive)
+    dist = 1.0 - (c if signed else c.abs())
+    iu = torch.triu_indices(len(idx), len(idx), offset=1)  # SciPy's condensed order: rows i < j, row-major
+    condensed = dist[iu[0], iu[1]].clamp_min(0.0).cpu().numpy()  # (m_alive (m_alive - 1) / 2,)
+    flat = fcluster(linkage(condensed, method="average"), t=1.0 - threshold, criterion="distance")
+    raw = torch.as_tensor(flat, dtype=torch.long) - 1  # (m_alive,) 0-based, arbitrary order
+    labels[idx] = _relabel_by_size(raw)
+    return labels
+
+
+def _relabel_by_size(raw: Tensor) -> Tensor:
+    """Renumber cluster ids so 0 is the largest cluster (ties: the one whose first member comes first)."""
+    n_clusters = int(raw.max()) + 1
+    sizes = torch.bincount(raw, minlength=n_clusters)  # (K,)
+    first = torch.full((n_clusters,), len(raw), dtype=torch.long).scatter_reduce(
+        0, raw, torch.arange(len(raw)), reduce="amin"
+    )  # (K,) first neuron of each cluster
+    rank_order = sorted(range(n_clusters), key=lambda c: (-int(sizes[c]), int(first[c])))  # K is small
+    new_id = torch.empty(n_clusters, dtype=torch.long)
+    new_id[torch.tensor(rank_order)] = torch.arange(n_clusters)
+    return new_id[raw]
+
+
+def cluster_order(labels: Tensor, cosine: Tensor) -> Tensor:
+    """Order of the neurons for the cosine heatmap: clusters as contiguous blocks, largest first.
+
+    Within a cluster the neurons are sorted by their cosine with the cluster's first neuron, descending, so a
+    direction's aligned members come first and its opposite members (unsigned clustering) last. Dead neurons
+    (label -1) go to the end.
+
+    Args:
+        labels: (m,) from :func:`condensed_directions`.
+        cosine: (m, m) from :func:`cosine_matrix`.
+
+    Returns:
+        perm, shape (m,), int64: ``cosine[perm][:, perm]`` is the block picture of the papers.
+
+    Example:
+        >>> w = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, -1.0], [1.0, 0.01]])
+        >>> c = cosine_matrix(w)
+        >>> labels = condensed_directions(c)
+        >>> perm = cluster_order(labels, c)
+        >>> perm, labels[perm]
+        (tensor([0, 2, 1, 3]), tensor([0, 0, 1, 1]))
+    """
+    m = labels.shape[0]
+    if cosine.shape != (m, m):
+        raise ValueError(f"cosine must be ({m}, {m}) to match labels, got {tuple(cosine.shape)}.")
+    block = torch.where(labels >= 0, labels, int(labels.max()) + 1)  # (m,) dead neurons last
+    n_blocks = int(block.max()) + 1
+    first = torch.full((n_blocks,), m, dtype=torch.long).scatter_reduce(
+        0, block, torch.arange(m), reduce="amin"
+    )  # (K+1,) reference neuron of each block
+    to_ref = cosine.detach().to(torch.float64)[first[block], torch.arange(m)]  # (m,) cos with the reference
+    within = torch.argsort(-to_ref, stable=True)  # secondary key first, then a stable sort by block
+    return within[torch.argsort(block[within], stable=True)]
+
+
+def cluster_shares(labels: Tensor, top: tuple[int, ...] = (1, 2, 4)) -> tuple[float, ...]:
+    """Share of the alive neurons that sit in the largest ``k`` clusters, for each k in ``top``.
+
+    Args:
+        labels: (m,) from :func:`condensed_directions` (0 = largest cluster, -1 = dead).
+        top: the numbers of clusters k.
+
+    Returns:
+        One share in [0, 1] per k (0.0 for every k when no neuron is alive).
+
+    Example:
+        >>> cluster_shares(torch.tensor([0, 0, 0, 1, 1, 2, 3, 4, -1]))
+        (0.375, 0.625, 0.875)
+    """
+    alive = labels[labels >= 0]
+    if alive.numel() == 0:
+        return tuple(0.0 for _ in top)
+    sizes = torch.bincount(alive).sort(descending=True).values  # (K,)
+    cumulative = sizes.cumsum(0)
+    return tuple(float(cumulative[min(k, len(sizes)) - 1]) / alive.numel() for k in top)
+
+
+def singular_values(weight: Tensor) -> Tensor:
+    """Singular values of W, descending, from the eigenvalues of its smaller Gram matrix in float64.
+
+    σ_i = √λ_i(W Wᵀ) (or WᵀW, whichever is smaller): a symmetric eigenvalue problem after one BLAS-3 product,
+    cheaper than an SVD; it agrees with ``torch.linalg.svdvals`` to ~√ε·σ_max (checked in the tests).
+
+    Args:
+        weight: W, shape (m, d).
+
+    Returns:
+        σ, shape (min(m, d),), float64, non-negative, descending.
+
+    Example:
+        >>> singular_values(torch.tensor([[3.0, 0.0, 0.0], [0.0, -4.0, 0.0]]))
+        tensor([4., 3.], dtype=torch.float64)
+    """
+    _check_layer(weight, None)
+    w = weight.detach().to(torch.float64)
+    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w  # (r, r), r = min(m, d)
+    return _sv_from_gram(gram)
+
+
+def _sv_from_gram(gram: Tensor) -> Tensor:
+    return torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().flip(0)  # eigvalsh is ascending
+
+
+def _effective_rank(sv: Tensor) -> float:
+    total = sv.sum()
+    if total <= 0:
+        return 0.0
+    p = sv / total
+    p = p[p > 0]
+    return math.exp(float(-(p * p.log()).sum()))
+
+
+def _stable_rank(sv: Tensor) -> float:
+    if sv.numel() == 0 or sv[0] <= 0:
+        return 0.0
+    return float((sv**2).sum() / sv[0] ** 2)
+
+
+def effective_rank(weight: Tensor) -> float:
+    """Effective rank exp(H(p)), p_i = σ_i / Σ_j σ_j, of W's singular values (Roy & Vetterli 2007, eq. 2-3).
+
+    It lies between 1 and rank(W), equals r for r equal non-zero singular values, and falls when the neurons
+    condense. The zero matrix has effective rank 0.
+
+    Args:
+        weight: W, shape (m, d).
+
+    Returns:
+        The effective rank as a float.
+
+    Example:
+        >>> round(effective_rank(torch.diag(torch.tensor([1.0, 1.0, 1.0, 0.0]))), 4)
+        3.0
+        >>> round(effective_rank(torch.diag(torch.tensor([3.0, 1.0]))), 4)
+        1.7548
+    """
+    return _effective_rank(singular_values(weight))
+
+
+def stable_rank(weight: Tensor) -> float:
+    """Stable rank ‖W‖_F² / ‖W‖_2² = Σσ_i² / σ_1² (between 1 and rank(W); 0 for the zero matrix).
+
+    Args:
+        weight: W, shape (m, d).
+
+    Returns:
+        The stable rank as a float.
+
+    Example:
+        >>> round(stable_rank(torch.diag(torch.tensor([2.0, 1.0, 1.0]))), 4)
+        1.5
+    """
+    return _stable_rank(singular_values(weight))
+
+
+def relative_change(weight: Tensor, initial: Tensor) -> float:
+    """Relative distance from the initial weights, ‖W_t - W_0‖_F / ‖W_0‖_F (the order parameter RD of
+    Luo et al. 2021; small during the initial stage of a small-initialised net, then a sudden rise).
+
+    Args:
+        weight: W_t, shape (m, d).
+        initial: W_0, same shape.
+
+    Returns:
+        The ratio; ``inf`` when W_0 = 0 and W_t ≠ 0, 0.0 when both are zero.
+
+    Example:
+        >>> relative_change(torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 4.0]]))
+        0.75
+    """
+    if weight.shape != initial.shape:
+        raise ValueError(
+            f"initial weights of shape {tuple(initial.shape)} do not match the weights {tuple(weight.shape)}; "
+            "was the layer replaced after fit start?"
+        )
+    w0 = initial.detach().to(torch.float64)
+    diff = float(torch.linalg.matrix_norm(weight.detach().to(torch.float64) - w0.to(weight.device)))
+    base = float(torch.linalg.matrix_norm(w0))
+    if base == 0.0:
+        return math.inf if diff > 0 else 0.0
+    return diff / base
+
+
+def sample_neurons(n_neurons: int, max_neurons: int, seed: int = 0) -> Tensor:
+    """Deterministic subset of neurons for layers wider than ``max_neurons`` (all of them otherwise).
+
+    The same (n_neurons, max_neurons, seed) always gives the same sorted indices, so a neuron keeps its place
+    across probes and runs; the global RNG is not touched.
+
+    Args:
+        n_neurons: the layer's width m.
+        max_neurons: the largest number of neurons to keep (≥ 2).
+        seed: seed of the private generator.
+
+    Returns:
+        indices, shape (min(m, max_neurons),), int64, ascending.
+
+    Example:
+        >>> sample_neurons(5, 10)
+        tensor([0, 1, 2, 3, 4])
+        >>> bool((sample_neurons(100, 8) == sample_neurons(100, 8)).all()), len(sample_neurons(100, 8))
+        (True, 8)
+    """
+    if max_neurons < 2:
+        raise ValueError(f"max_neurons must be at least 2 (a cosine needs two neurons), got {max_neurons}.")
+    if n_neurons <= max_neurons:
+        return torch.arange(n_neurons)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(n_neurons, generator=generator)[:max_neurons].sort().values
+
+
+@dataclass(frozen=True)
+class CondensationStats:
+    """Everything :func:`condensation_stats` measures on one layer.
+
+    Attributes:
+        n_neurons: the layer's width m.
+        neuron_indices: (m_s,) the neurons the direction and rank figures describe (all of them unless the
+            layer is wider than ``max_neurons``).
+        dead_neurons: number of neurons (over all m) whose [W_k, b_k] is exactly zero.
+        n_directions: number of condensed directions among the alive sampled neurons.
+        largest_cluster_share, top2_share, top4_share: share of the alive sampled neurons in the largest 1, 2, 4
+            clusters.
+        effective_rank, stable_rank: of the weight rows in ``neuron_indices`` (the whole W when not sampled).
+        weight_norm: ‖W‖_F of the whole layer.
+        relative_change: ‖W - W_0‖_F / ‖W_0‖_F of the whole layer, None without W_0.
+        cosine: (m_s, m_s) cosine matrix of the sampled neurons, float64.
+        labels: (m_s,) cluster labels (-1 = dead).
+        order: (m_s,) heatmap order from :func:`cluster_order`.
+    """
+
+    n_neurons: int
+    neuron_indices: Tensor
+    dead_neurons: int
+    n_directions: int
+    largest_cluster_share: float
+    top2_share: float
+    top4_share: float
+    effective_rank: float
+    stable_rank: float
+    weight_norm: float
+    relative_change: float | None
+    cosine: Tensor
+    labels: Tensor
+    order: Tensor
+
+    @property
+    def sampled(self) -> bool:
+        """True when only ``len(neuron_indices) < n_neurons`` neurons were analysed."""
+        return len(self.neuron_indices) < self.n_neurons
+
+    def scalars(self) -> dict[str, float]:
+        """The monitorable numbers by name (relative_change left out when unknown)."""
+        out = {
+            "n_directions": float(self.n_directions),
+            "largest_cluster_share": self.largest_cluster_share,
+            "top2_share": self.top2_share,
+            "top4_share": self.top4_share,
+            "effective_rank": self.effective_rank,
+            "stable_rank": self.stable_rank,
+            "weight_norm": self.weight_norm,
+            "dead_neurons": float(self.dead_neurons),
+        }
+        if self.relative_change is not None:
+            out["relative_change"] = self.relative_change
+        return out
+
+
+def condensation_stats(
+    weight: Tensor,
+    bias: Tensor | None = None,
+    initial_weight: Tensor | None = None,
+    *,
+    threshold: float = 0.95,
+    signed: bool = False,
+    max_neurons: int = 2048,
+    seed: int = 0,
+) -> CondensationStats:
+    """All condensation figures of one layer from one Gram matrix (SCIENCE.md §2).
+
+    The rows W_S of the (possibly sampled) neurons give G_W = W_S W_Sᵀ once; G_W + b bᵀ is the Gram of the
+    augmented rows [W, b] behind the cosines, and G_W's eigenvalues are the squared singular values of W_S
+    (when m_s ≤ d; otherwise the d×d Gram W_Sᵀ W_S is used for them).
+
+    Args:
+        weight: W, shape (m, d).
+        bias: b, shape (m,), or None.
+        initial_weight: W_0, shape (m, d), for the relative change; None to skip it.
+        threshold: cosine level of one condensed direction (cut at 1 - threshold), in (0, 1].
+        signed: keep a direction and its opposite apart.
+        max_neurons: analyse at most this many neurons (a deterministic sample from :func:`sample_neurons`).
+        seed: seed of that sample.
+
+    Returns:
+        A :class:`CondensationStats`.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> lines = torch.randn(3, 8, generator=g)  # three directions in R^8
+        >>> pick = torch.arange(30) % 3
+        >>> signs = torch.where(torch.rand(30, 1, generator=g) < 0.5, -1.0, 1.0)
+        >>> amplitudes = 0.5 + torch.rand(30, 1, generator=g)
+        >>> w = signs * amplitudes * lines[pick] + 1e-3 * torch.randn(30, 8, generator=g)
+        >>> s = condensation_stats(w)
+        >>> s.n_directions, round(s.largest_cluster_share, 3), round(s.effective_rank, 2)
+        (3, 0.333, 2.74)
+        >>> condensation_stats(w, signed=True).n_directions
+        6
+    """
+    _check_layer(weight, bias)
+    if initial_weight is not None and initial_weight.shape != weight.shape:
+        raise ValueError(
+            f"initial_weight of shape {tuple(initial_weight.shape)} does not match weight {tuple(weight.shape)}."
+        )
+    m, d = weight.shape
+    idx = sample_neurons(m, max_neurons, seed).to(weight.device)  # (m_s,)
+    w = weight.detach().to(torch.float64)  # (m, d)
+    w_s = w if len(idx) == m else w[idx]  # (m_s, d)
+    gram_w = w_s @ w_s.T  # (m_s, m_s)
+    gram = gram_w
+    if bias is not None:
+        b_s = bias.detach().to(torch.float64)[idx]  # (m_s,)
+        gram = gram_w + torch.outer(b_s, b_s)
+    cosine = _cosine_from_gram(gram).cpu()  # (m_s, m_s)
+    sv = _sv_from_gram(gram_w if len(idx) <= d else w_s.T @ w_s)  # (min(m_s, d),)
+    labels = condensed_directions(cosine, threshold=threshold, signed=signed)
+    shares = cluster_shares(labels, (1, 2, 4))
+    row_norms = torch.linalg.vector_norm(_augmented(weight, bias), dim=1)  # (m,)
+    return CondensationStats(
+        n_neurons=m,
+        neuron_indices=idx.cpu(),
+        dead_neurons=int((row_norms == 0).sum()),
+        n_directions=int(labels.max()) + 1,
+        largest_cluster_share=shares[0],
+        top2_share=shares[1],
+        top4_share=shares[2],
+        effective_rank=_effective_rank(sv),
+        stable_rank=_stable_rank(sv),
+        weight_norm=float(torch.linalg.matrix_norm(w)),
+        relative_change=None if initial_weight is None else relative_change(weight, initial_weight),
+        cosine=cosine,
+        labels=labels,
+        order=cluster_order(labels, cosine),
+    )
