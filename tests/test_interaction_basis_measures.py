@@ -15,6 +15,7 @@ from lightning_probes.measures.interaction_basis import (
     edges_for_mass,
     interaction_basis,
     interaction_edges,
+    interaction_graph,
     lib_jacobians,
     whitened_pca,
 )
@@ -360,3 +361,31 @@ def test_plain_function_sections_and_multi_dimensional_nodes():
     E = interaction_edges(sections, acts, bases.lib)
     assert all(torch.isfinite(e).all() for e in E)
     assert isinstance(bases.lib[0], Basis)
+
+
+def test_interaction_graph_equals_bases_then_edges_with_and_without_jacobian_reuse():
+    sections = _net([4, 6, 5, 3], seed=14)
+    acts = _forward(sections, torch.randn(50, 4, dtype=F64))
+    bases = interaction_basis(sections, acts)
+    lib, pca = interaction_edges(sections, acts, bases.lib), interaction_edges(sections, acts, bases.pca)
+    for budget in (2**24, 40):  # everything kept for reuse / recomputed in small chunks
+        with pytest.warns(UserWarning) if budget == 40 else _no_warning():
+            graph = interaction_graph(sections, acts, max_jacobian_elements=budget)
+        for got, want in zip(graph.lib_edges + graph.pca_edges, lib + pca):
+            torch.testing.assert_close(got, want)
+        for got, want in zip(graph.bases.lib, bases.lib):  # eigenvectors are defined up to sign
+            signs = torch.sign((got.C * want.C).sum(0))
+            torch.testing.assert_close(got.C * signs, want.C)
+
+
+def _no_warning():
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def ctx():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            yield
+
+    return ctx()

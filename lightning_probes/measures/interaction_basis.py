@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,6 +45,7 @@ from torch.func import functional_call, jacrev, jvp, vmap
 __all__ = [
     "Basis",
     "InteractionBasis",
+    "InteractionGraph",
     "ablation_curve",
     "augment",
     "check_sections",
@@ -52,6 +53,7 @@ __all__ = [
     "edges_for_mass",
     "interaction_basis",
     "interaction_edges",
+    "interaction_graph",
     "lib_jacobians",
     "pca_basis",
     "whitened_pca",
@@ -361,13 +363,21 @@ def _lib_layer(
     pca: WhitenedPCA,
     truncation: float,
     max_jacobian_elements: int,
+    kept: list[Tensor] | None = None,
 ) -> Basis:
-    """Steps 3-5 of §4 for one layer, given the next layer's (scaled) basis."""
+    """Steps 3-5 of §4 for one layer, given the next layer's (scaled) basis.
+
+    When ``kept`` is a list and all N Jacobians fit in ``max_jacobian_elements``, they are appended to it so
+    the LIB edges can reuse them instead of differentiating again.
+    """
     width = pca.Y.shape[0]
+    keep_all = kept is not None and len(activations) * next_basis.n_directions * width <= max_jacobian_elements
     M_dash = torch.zeros(width, width, dtype=_F64, device=pca.Y.device)  # (p+1, p+1)
     for J in lib_jacobians(section, activations, next_basis.C, max_jacobian_elements):
-        J = J.to(_F64)  # (B, k', p+1)
-        M_dash += torch.einsum("bkp,bkq->pq", J, J)
+        if keep_all:
+            kept.append(J)
+        J = J.to(_F64).reshape(-1, width)  # (B k', p+1): Σ_b J_bᵀ J_b as one product
+        M_dash += J.T @ J
     M_dash /= len(activations)
     R, R_plus = pca.R, pca.R_left_inverse  # (p+1, m), (m, p+1)
     M = R_plus @ M_dash @ R_plus.T  # (m, m)
@@ -413,6 +423,19 @@ def interaction_basis(
         >>> bases.pca[0].n_directions, bases.lib[0].n_directions  # constant + 3 present, constant + 2 used
         (4, 3)
     """
+    bases, _ = _backward_pass(sections, activations, truncation, final_basis, max_jacobian_elements, check, False)
+    return bases
+
+
+def _backward_pass(
+    sections: Sequence[Section],
+    activations: Sequence[Tensor],
+    truncation: float,
+    final_basis: str,
+    max_jacobian_elements: int,
+    check: bool,
+    keep_jacobians: bool,
+) -> tuple[InteractionBasis, list[list[Tensor]]]:
     if truncation <= 0 or not math.isfinite(truncation):
         raise ValueError(f"truncation must be a positive finite threshold, got {truncation}.")
     if final_basis not in ("pca", "identity"):
@@ -427,9 +450,61 @@ def interaction_basis(
     pca = [pca_basis(w) for w in pcas]
     last = activations[-1]
     lib: list[Basis] = [pca[-1] if final_basis == "pca" else _identity_basis(last[0].numel(), last.device)]
+    jacobians: list[list[Tensor]] = [[] for _ in sections]  # per layer: kept LIB Jacobian chunks (or empty)
     for l in range(len(sections) - 1, -1, -1):  # output backwards: layer l needs layer l+1's scaled basis
-        lib.insert(0, _lib_layer(sections[l], activations[l], lib[0], pcas[l], truncation, max_jacobian_elements))
-    return InteractionBasis(lib=lib, pca=pca)
+        kept = jacobians[l] if keep_jacobians else None
+        basis = _lib_layer(sections[l], activations[l], lib[0], pcas[l], truncation, max_jacobian_elements, kept)
+        lib.insert(0, basis)
+    return InteractionBasis(lib=lib, pca=pca), jacobians
+
+
+@dataclass(frozen=True)
+class InteractionGraph:
+    """Bases of node layers 0..L and the edge matrices between consecutive layers.
+
+    Attributes:
+        bases: the LIB and PCA bases.
+        lib_edges: L tensors (k_{l+1}, k_l), edges in the LIB basis.
+        pca_edges: L tensors, edges in the PCA basis.
+    """
+
+    bases: InteractionBasis
+    lib_edges: list[Tensor]
+    pca_edges: list[Tensor]
+
+
+def interaction_graph(
+    sections: Sequence[Section],
+    activations: Sequence[Tensor],
+    truncation: float = 1e-6,
+    final_basis: Literal["pca", "identity"] = "pca",
+    max_jacobian_elements: int = 2**24,
+    check: bool = True,
+) -> InteractionGraph:
+    """LIB and PCA bases plus both edge graphs in one call (arguments as :func:`interaction_basis`).
+
+    Equal to :func:`interaction_basis` followed by :func:`interaction_edges` on ``.lib`` and ``.pca`` (tested),
+    but the LIB edges reuse the Jacobians of the M' pass when they fit in ``max_jacobian_elements``.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> net = [nn.Sequential(nn.Linear(3, 4), nn.Tanh()).double(), nn.Linear(4, 2).double()]
+        >>> acts = [torch.randn(50, 3, dtype=torch.float64)]
+        >>> with torch.no_grad():
+        ...     acts += [net[0](acts[0])]; acts += [net[1](acts[1])]
+        >>> graph = interaction_graph(net, acts)
+        >>> [tuple(e.shape) for e in graph.lib_edges], [tuple(e.shape) for e in graph.pca_edges]
+        ([(3, 4), (3, 3)], [(5, 4), (3, 5)])
+    """
+    bases, jacobians = _backward_pass(
+        sections, activations, truncation, final_basis, max_jacobian_elements, check, keep_jacobians=True
+    )
+    lib_edges = []
+    for l, section in enumerate(sections):
+        chunks = jacobians[l] or lib_jacobians(section, activations[l], bases.lib[l + 1].C, max_jacobian_elements)
+        lib_edges.append(_edges_from_jacobians(chunks, activations[l], bases.lib[l], bases.lib[l + 1].n_directions))
+    pca_edges = interaction_edges(sections, activations, bases.pca, max_jacobian_elements)
+    return InteractionGraph(bases=bases, lib_edges=lib_edges, pca_edges=pca_edges)
 
 
 def edge_matrix(
@@ -453,13 +528,19 @@ def edge_matrix(
         >>> edge_matrix(lin, torch.tensor([[1.0], [2.0]], dtype=torch.float64), b, b).tolist()  # (3·a)² averaged
         [[1.0, 0.0], [0.0, 22.5]]
     """
+    chunks = lib_jacobians(section, activations, next_basis.C, max_jacobian_elements)
+    return _edges_from_jacobians(chunks, activations, basis, next_basis.n_directions)
+
+
+def _edges_from_jacobians(chunks: Iterable[Tensor], activations: Tensor, basis: Basis, n_next: int) -> Tensor:
+    """E (n_next, k) from Jacobian chunks (B, n_next, p+1) of the next layer's features, in sample order."""
     C = basis.C.to(device=activations.device, dtype=_F64)  # (p+1, k)
     C_inv = basis.C_inv.to(device=activations.device, dtype=_F64)  # (k, p+1)
     f_hat = augment(activations).to(_F64) @ C  # (N, k)
-    E = torch.zeros(next_basis.n_directions, basis.n_directions, dtype=_F64, device=activations.device)
+    E = torch.zeros(n_next, basis.n_directions, dtype=_F64, device=activations.device)
     start = 0
-    for J in lib_jacobians(section, activations, next_basis.C, max_jacobian_elements):
-        J_hat = J.to(_F64) @ C_inv.T  # (B, k', k)
+    for J in chunks:
+        J_hat = J.to(_F64) @ C_inv.T  # (B, k', k) = ∂f̂^{l+1}/∂f̂^l
         E += ((J_hat * f_hat[start : start + len(J), None, :]) ** 2).sum(0)
         start += len(J)
     return E / len(activations)
