@@ -163,10 +163,12 @@ def condensed_directions(cosine: Tensor, threshold: float = 0.95, signed: bool =
     if idx.numel() == 1:
         labels[idx] = 0
         return labels
-    c = cosine.detach().to(torch.float64)[idx][:, idx]  # (m_alive, m_alive)
-    dist = 1.0 - (c if signed else c.abs())
-    iu = torch.triu_indices(len(idx), len(idx), offset=1)  # SciPy's condensed order: rows i < j, row-major
-    condensed = dist[iu[0], iu[1]].clamp_min(0.0).cpu().numpy()  # (m_alive (m_alive - 1) / 2,)
+    c = cosine.detach().to(torch.float64)
+    if len(idx) < m:
+        c = c[idx][:, idx]  # (m_alive, m_alive)
+    iu = torch.triu_indices(len(idx), len(idx), offset=1, device=c.device)  # SciPy's condensed order: i < j
+    pair_cos = c[iu[0], iu[1]]  # (m_alive (m_alive - 1) / 2,)
+    condensed = (1.0 - (pair_cos if signed else pair_cos.abs())).clamp_min(0.0).cpu().numpy()
     flat = fcluster(linkage(condensed, method="average"), t=1.0 - threshold, criterion="distance")
     raw = torch.as_tensor(flat, dtype=torch.long) - 1  # (m_alive,) 0-based, arbitrary order
     labels[idx] = _relabel_by_size(raw)
@@ -180,9 +182,10 @@ def _relabel_by_size(raw: Tensor) -> Tensor:
     first = torch.full((n_clusters,), len(raw), dtype=torch.long).scatter_reduce(
         0, raw, torch.arange(len(raw)), reduce="amin"
     )  # (K,) first neuron of each cluster
-    rank_order = sorted(range(n_clusters), key=lambda c: (-int(sizes[c]), int(first[c])))  # K is small
+    by_first = torch.argsort(first)  # secondary key, then a stable sort on the primary (size, descending)
+    rank_order = by_first[torch.argsort(-sizes[by_first], stable=True)]  # (K,) cluster ids, largest first
     new_id = torch.empty(n_clusters, dtype=torch.long)
-    new_id[torch.tensor(rank_order)] = torch.arange(n_clusters)
+    new_id[rank_order] = torch.arange(n_clusters)
     return new_id[raw]
 
 
@@ -493,18 +496,19 @@ def condensation_stats(
     sv = _sv_from_gram(gram_w if len(idx) <= d else w_s.T @ w_s)  # (min(m_s, d),)
     labels = condensed_directions(cosine, threshold=threshold, signed=signed)
     shares = cluster_shares(labels, (1, 2, 4))
-    row_norms = torch.linalg.vector_norm(_augmented(weight, bias), dim=1)  # (m,)
+    weight_sq = (w * w).sum(dim=1)  # (m,) ‖W_k‖²
+    row_sq = weight_sq if bias is None else weight_sq + bias.detach().to(torch.float64) ** 2  # (m,) ‖[W_k, b_k]‖²
     return CondensationStats(
         n_neurons=m,
         neuron_indices=idx.cpu(),
-        dead_neurons=int((row_norms == 0).sum()),
+        dead_neurons=int((row_sq == 0).sum()),
         n_directions=int(labels.max()) + 1,
         largest_cluster_share=shares[0],
         top2_share=shares[1],
         top4_share=shares[2],
         effective_rank=_effective_rank(sv),
         stable_rank=_stable_rank(sv),
-        weight_norm=float(torch.linalg.matrix_norm(w)),
+        weight_norm=math.sqrt(float(weight_sq.sum())),
         relative_change=None if initial_weight is None else relative_change(weight, initial_weight),
         cosine=cosine,
         labels=labels,
