@@ -33,6 +33,15 @@ class OnlyOnRankOne(StopWhen):
         return "rank 1 says stop" if dist.is_initialized() and dist.get_rank() == 1 and step >= 4 else None
 
 
+class FailOnRankOne(FeatureSpectrumMonitor):
+    """The probe's forward passes fail on rank 1 alone at step 4 (as a bad batch or an OOM would)."""
+
+    def measure(self, trainer, pl_module):
+        if trainer.global_rank == 1 and self.step == 4:
+            self.rank_local(trainer, lambda: (_ for _ in ()).throw(RuntimeError("rank 1 probe blew up")))
+        return super().measure(trainer, pl_module)
+
+
 def _run(tmp_path, devices, monitor, max_steps):
     pl.seed_everything(0)
     trainer = pl.Trainer(
@@ -66,3 +75,11 @@ def test_a_stop_on_one_rank_stops_both_without_hanging(tmp_path):
     assert [r["global_step"] for r in ranks] == [4, 4]
     assert ranks[0]["reason"] == "a trigger fired on another rank at step 4"
     assert ranks[1]["reason"] == "rank 1 says stop"
+
+
+def test_a_probe_failing_on_one_rank_is_skipped_on_both_without_hanging(tmp_path):
+    monitor = FailOnRankOne(schedule=every(2), images_every=0, max_samples=200, at_end=False)
+    ranks = _run(tmp_path, 2, monitor, max_steps=8)
+    for rank in ranks:
+        assert rank["global_step"] == 8  # training finished on both ranks
+        assert [s for s, _ in rank["history"]] == [0, 2, 6, 8]  # step 4 skipped everywhere

@@ -8,7 +8,7 @@ when to probe, running the probe safely, publishing scalars / pictures / text, s
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -142,6 +142,25 @@ class Monitor(Callback):
     def rank_share(trainer: pl.Trainer) -> tuple[int, int]:
         """(rank, world size): a monitor with sum-reducible statistics probes only its rank's share."""
         return trainer.global_rank, trainer.world_size
+
+    @staticmethod
+    def rank_local(trainer: pl.Trainer, work: Callable[[], Any]) -> Any:
+        """Run rank-local work (forward passes, accumulation) before a collective step such as a metric sync.
+
+        All ranks agree whether any of them failed before anyone enters the collective, so a probe that fails on
+        one rank fails on all of them instead of leaving the others waiting in the sync forever.
+        """
+        error: Exception | None = None
+        result = None
+        try:
+            result = work()
+        except Exception as err:  # re-raised below, after the ranks have agreed
+            error = err
+        if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(error is not None, all=False):
+            raise error or RuntimeError("the probe failed on another rank (see its warning); skipped on all ranks")
+        if error is not None:
+            raise error
+        return result
 
     def warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

@@ -147,30 +147,39 @@ class FeatureSpectrumMonitor(Monitor):
         rank, world = self.rank_share(trainer)
         stats = self._stats
         stats.reset()
-        with capture(pl_module, {self.head: "input"}) as seen:
-            for x, y in self.probe_set.batches(pl_module.device, rank, world):
-                pl_module(x)
-                stats.update(seen[self.head], y)
+
+        def accumulate() -> None:
+            with capture(pl_module, {self.head: "input"}) as seen:
+                for x, y in self.probe_set.batches(pl_module.device, rank, world):
+                    pl_module(x)
+                    stats.update(seen[self.head], y)
+
+        self.rank_local(trainer, accumulate)
         value = stats.compute()  # summed over ranks
         summary = summarise(value, head.weight.detach(), _bias(head), self.center, self.power_threshold, self.gap)
         scalars = summary.scalars()
         if self.classification and self.neural_collapse:
-            scalars.update(self._collapse(pl_module, value, head, rank, world))
+            scalars.update(self._collapse(trainer, pl_module, value, head, rank, world))
         report = Report(scalars=scalars)
         if self.render_images:
             self._pictures(report, summary)
         return report
 
-    def _collapse(self, pl_module: pl.LightningModule, value: Any, head: nn.Linear, rank: int, world: int) -> dict:
+    def _collapse(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, value: Any, head: nn.Linear, rank: int, world: int
+    ) -> dict:
         nc = neural_collapse(value, head.weight.detach())
         means = nc.pop("class_means")
         agreement = self._agreement
         agreement.reset()
-        # NC4 needs the class means of the whole probe set first, hence a second pass
-        with capture(pl_module, {self.head: "input"}) as seen:
-            for x, _ in self.probe_set.batches(pl_module.device, rank, world):
-                logits = pl_module(x)
-                agreement.update(seen[self.head], logits, means)
+
+        def second_pass() -> None:  # NC4 needs the class means of the whole probe set first
+            with capture(pl_module, {self.head: "input"}) as seen:
+                for x, _ in self.probe_set.batches(pl_module.device, rank, world):
+                    logits = pl_module(x)
+                    agreement.update(seen[self.head], logits, means)
+
+        self.rank_local(trainer, second_pass)
         nc["nc4"] = float(agreement.compute())
         return {k: float(v) for k, v in nc.items()}
 
