@@ -42,6 +42,7 @@ def test_fit_logs_every_tag_the_dashboard_and_pictures(tmp_path):
         assert steps == [0, 10, 20, 25], name  # at_start, every(10), at_end — never thinned by log_every_n_steps
     assert events.images["probes/spectrum/eigenvalues"] == [0, 20, 25]  # probes 0, 2 and the final one
     assert "probes/spectrum/cumulative_power" in events.images
+    assert events.histograms["probes/spectrum/log10_eigenvalues"] == [0, 20, 25]
     assert "| step | regime |" in events.texts["probes/spectrum/regime_history"][-1]
     charts = events.charts()
     assert "regime and features used" in charts["probes/spectrum"]

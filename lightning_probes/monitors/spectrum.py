@@ -33,7 +33,7 @@ class FeatureSpectrumMonitor(Monitor):
     Feature: n_features ≤ C; 0 = Extended Feature), ``target_power_at_C``, ``learned_power_at_C``,
     ``top_eigenvalue``, ``rank`` and, for classification, ``nc1``, ``nc2_equinorm``, ``nc2_equiangular``,
     ``nc2_angle_deviation``, ``nc3``, ``nc4``. Pictures: the relative spectrum λ_i/λ_1 and the cumulative target /
-    learned-function power; text: the history of regime changes.
+    learned-function power; a histogram of log10 λ; text: the history of regime changes.
 
     Statistics are streamed (memory O(p² + pC) whatever the probe size) and, under DDP, each rank probes its share
     of the probe set and the sums are reduced — the same figures as one process.
@@ -198,6 +198,7 @@ class FeatureSpectrumMonitor(Monitor):
             "eigenfunctions k", "share of E‖·‖²", logx=True,
             hlines={f"ρ = {self.power_threshold}": self.power_threshold}, vlines={f"C = {c}": c},
         )
+        report.histograms["log10_eigenvalues"] = torch.log10(lam)
         report.texts["regime_history"] = self._regime_table(summary)
 
     def _regime_table(self, summary: SpectrumSummary) -> str:
