@@ -1,0 +1,379 @@
+"""InteractionBasisMonitor: the Local Interaction Basis of each layer and how sparse its interactions are.
+
+Bushnaq et al. 2024, "The Local Interaction Basis" (arXiv 2405.10928); the bases and edges are computed in
+:mod:`lightning_probes.measures.interaction_basis`. This file only finds the sections of the model between the
+node points, collects the node activations and publishes the figures.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor, nn
+from typing_extensions import override
+
+from lightning_probes.measures.interaction_basis import (
+    InteractionGraph,
+    ablation_curve,
+    edges_for_mass,
+    interaction_graph,
+)
+from lightning_probes.monitors.base import Monitor, Report
+from lightning_probes.probe_set import capture, probing, resolve_module
+from lightning_probes.tensorboard import heatmap_image, line_image, markdown_table
+
+__all__ = ["InteractionBasisMonitor"]
+
+SectionSpec = nn.Module | str | Sequence[str]
+SUPPORTED = (
+    "supported models: the computation from each node point to the next is a chain of modules — children of "
+    "nn.Sequential containers or of the model itself, each feeding its output straight into the next (e.g. "
+    "MLPClassifier's 'features.0', 'features.2', 'classifier') — or pass sections=[...]: one module (or module "
+    "names run in order) per layer, mapping that layer's input to the next layer's input (the last one to the "
+    "output)"
+)
+
+
+class InteractionBasisMonitor(Monitor):
+    """How many directions of each layer matter downstream (LIB) vs are merely present (PCA), and how sparse the
+    interaction graph between adjacent layers is in each basis (SCIENCE.md section 4).
+
+    The node points are the inputs of the named ``layers`` plus the model's output; the output gets its PCA basis
+    (or the identity) and every named layer its LIB, computed from the output backwards on the probe set.
+
+    Logs under ``probes/lib/<layer>/``: ``n_directions`` (LIB directions kept), ``n_directions_pca`` (PCA
+    directions kept at the same threshold), ``edges_90`` / ``edges_99`` (fewest edges from this layer to the next
+    node holding 90% / 99% of the edge mass, LIB basis) and ``edges_90_pca`` / ``edges_99_pca`` (the same in the
+    PCA basis). Counts include the constant (bias) direction. Pictures: the Λ spectrum of every layer, and per
+    layer the LIB and PCA edge heatmaps side by side (optionally the node-ablation curve); text: a summary table.
+
+    Every rank computes the same bases on the whole probe set (the backward pass from the output is sequential,
+    so there is no per-rank share to reduce).
+
+    Args:
+        layers: module names whose inputs are the node points, in forward order (at least one).
+        truncation: eigenvalue threshold of both truncations (absolute, as in the reference implementation).
+        num_samples: probe samples (the base's ``max_samples``).
+        final_basis: basis of the output node: ``"pca"`` or ``"identity"``.
+        sections: optional, one per layer: a module, a module name, or a list of module names run in order,
+            mapping the layer's input to the next layer's input (the last: to the output). Default: found from
+            the model (see the error message of unsupported models for what is found automatically).
+        ablation: also draw the node-ablation curve (accuracy with the top-k directions of a layer kept, LIB vs
+            PCA); needs class-index targets in the probe data.
+        max_jacobian_elements: memory bound for the batched Jacobians; larger ones are chunked, with a warning.
+        **kwargs: the :class:`~lightning_probes.monitors.base.Monitor` arguments (schedule, probe_data, ...).
+
+    Example:
+        >>> InteractionBasisMonitor(layers=["features.0", "features.2", "classifier"], schedule=50)
+        InteractionBasisMonitor(layers=['features.0', 'features.2', 'classifier'], schedule=every(50, start=0))
+    """
+
+    name = "lib"
+
+    def __init__(
+        self,
+        layers: Sequence[str],
+        truncation: float = 1e-6,
+        num_samples: int = 512,
+        final_basis: Literal["pca", "identity"] = "pca",
+        sections: Sequence[SectionSpec] | None = None,
+        ablation: bool = False,
+        max_jacobian_elements: int = 2**24,
+        **kwargs: Any,
+    ) -> None:
+        if "max_samples" in kwargs:
+            raise ValueError("InteractionBasisMonitor takes num_samples (the probe set size), not max_samples.")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+            raise ValueError(f"num_samples must be an integer >= 2 (centring needs two samples), got {num_samples!r}.")
+        super().__init__(max_samples=num_samples, **kwargs)
+        if isinstance(layers, str) or not layers or not all(isinstance(n, str) and n for n in layers):
+            raise ValueError("layers must be a non-empty list of module names, e.g. ['features.0', 'classifier'].")
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"layers must not repeat a name, got {list(layers)}.")
+        if not isinstance(truncation, (int, float)) or not math.isfinite(truncation) or truncation <= 0:
+            raise ValueError(f"truncation must be a positive finite eigenvalue threshold, got {truncation!r}.")
+        if final_basis not in ("pca", "identity"):
+            raise ValueError(f"final_basis must be 'pca' or 'identity', got {final_basis!r}.")
+        if sections is not None and len(sections) != len(layers):
+            raise ValueError(
+                f"sections needs one entry per layer ({len(layers)}): sections[i] maps the input of layers[i] to "
+                f"the input of layers[i+1], the last one to the output; got {len(sections)}."
+            )
+        if isinstance(max_jacobian_elements, bool) or not isinstance(max_jacobian_elements, int) \
+                or max_jacobian_elements < 1:
+            raise ValueError(f"max_jacobian_elements must be a positive integer, got {max_jacobian_elements!r}.")
+        self.layers = list(layers)
+        self.truncation = float(truncation)
+        self.num_samples = num_samples
+        self.final_basis = final_basis
+        self.section_specs = None if sections is None else list(sections)
+        self.ablation = ablation
+        self.max_jacobian_elements = max_jacobian_elements
+        self._sections: list[nn.Module] | None = None
+        self.last_graph: InteractionGraph | None = None  # the latest bases and edges, for notebooks
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(layers={self.layers!r}, schedule={self.schedule!r})"
+
+    @override
+    def state_key_fields(self) -> dict[str, Any]:
+        return {"layers": self.layers, "truncation": self.truncation, "final_basis": self.final_basis}
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "layers": list(self.layers), "truncation": self.truncation}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("layers")
+        if saved is not None and list(saved) != self.layers:
+            self.warn_once("resume-layers", f"the checkpoint was written for layers {saved}, this monitor watches "
+                                            f"{self.layers}; its history is restored as saved.")
+        super().load_state_dict(state_dict)
+
+    @override
+    def dashboard(self) -> dict[str, dict[str, list]]:
+        p = self.prefix
+        return {
+            "probes/lib": {
+                "directions kept: LIB vs PCA": ["Multiline", [rf"{p}.*/n_directions(_pca)?$"]],
+                "edges holding 90% of the edge mass": ["Multiline", [rf"{p}.*/edges_90(_pca)?$"]],
+                "edges holding 99% of the edge mass": ["Multiline", [rf"{p}.*/edges_99(_pca)?$"]],
+            }
+        }
+
+    @override
+    def min_probe_samples(self, pl_module: pl.LightningModule) -> int:
+        return 2
+
+    # ------------------------------------------------------------------ sections
+    @override
+    def check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for name in self.layers:
+            resolve_module(pl_module, name)
+        for spec in self.section_specs or []:
+            if isinstance(spec, nn.Module):
+                continue
+            for name in [spec] if isinstance(spec, str) else list(spec):
+                if not isinstance(name, str):
+                    raise TypeError(f"a section is a module, a module name or a list of names; got {spec!r}.")
+                resolve_module(pl_module, name)
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if self.section_specs is not None:
+            self._sections = [self._section_from_spec(pl_module, spec) for spec in self.section_specs]
+        else:
+            x = self.probe_set.inputs[:2].to(pl_module.device)
+            with probing(pl_module):
+                self._sections = find_sections(pl_module, self.layers, x)
+
+    @staticmethod
+    def _section_from_spec(pl_module: nn.Module, spec: SectionSpec) -> nn.Module:
+        if isinstance(spec, nn.Module):
+            return spec
+        names = [spec] if isinstance(spec, str) else list(spec)
+        modules = [resolve_module(pl_module, n) for n in names]
+        return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+
+    # ------------------------------------------------------------------ the probe
+    @override
+    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Report:
+        assert self._sections is not None and self.probe_set is not None
+        acts, targets = self._node_activations(pl_module)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            graph = interaction_graph(self._sections, acts, self.truncation, self.final_basis,
+                                      self.max_jacobian_elements)
+        for w in caught:  # e.g. "Jacobian too big, chunked": say it once per run, not at every probe
+            self.warn_once(f"measure-{w.category.__name__}-{str(w.message)[:40]}", str(w.message))
+        self.last_graph = graph
+        scalars: dict[str, float] = {}
+        for l, layer in enumerate(self.layers):
+            lib, pca = graph.lib_edges[l], graph.pca_edges[l]
+            scalars[f"{layer}/n_directions"] = float(graph.bases.lib[l].n_directions)
+            scalars[f"{layer}/n_directions_pca"] = float(graph.bases.pca[l].n_directions)
+            for q in (90, 99):
+                scalars[f"{layer}/edges_{q}"] = float(edges_for_mass(lib, q / 100))
+                scalars[f"{layer}/edges_{q}_pca"] = float(edges_for_mass(pca, q / 100))
+        report = Report(scalars=scalars)
+        if self.render_images:
+            self._pictures(report, graph, acts, targets)
+        report.texts["summary"] = self._table(scalars)
+        return report
+
+    def _node_activations(self, pl_module: pl.LightningModule) -> tuple[list[Tensor], Tensor | None]:
+        """Inputs of every named layer and the final node, over the whole probe set: L+1 tensors (N, ...)."""
+        per_layer: list[list[Tensor]] = [[] for _ in self.layers]
+        outputs, targets = [], []
+        with capture(pl_module, {name: "input" for name in self.layers}) as seen:
+            for x, y in self.probe_set.batches(pl_module.device):
+                out = pl_module(x)
+                for store, name in zip(per_layer, self.layers):
+                    store.append(seen[name])
+                if self.section_specs is None:
+                    outputs.append(out.detach())
+                if y is not None:
+                    targets.append(y)
+        acts = [torch.cat(chunks) for chunks in per_layer]
+        if self.section_specs is None:
+            acts.append(torch.cat(outputs))  # validated at fit start: the chain ends at the model's output
+        else:
+            acts.append(self._sections[-1](acts[-1]).detach())
+        return acts, (torch.cat(targets) if targets else None)
+
+    def _pictures(self, report: Report, graph: InteractionGraph, acts: list[Tensor], targets: Tensor | None) -> None:
+        series = {}
+        for layer, basis in zip(self.layers, graph.bases.lib):
+            lam = basis.spectrum.clamp_min(1e-300).cpu()
+            series[layer] = (torch.arange(1, len(lam) + 1), lam)
+        report.images["lambda_spectrum"] = line_image(
+            series, f"LIB eigenvalues Λ, step {self.step}", "direction", "Λ", logy=True,
+            hlines={f"truncation {self.truncation:g}": self.truncation},
+        )
+        names = [*self.layers, "output"]
+        for l, layer in enumerate(self.layers):
+            panels = []
+            for basis_name, edges in (("LIB", graph.lib_edges[l]), ("PCA", graph.pca_edges[l])):
+                share = (edges / edges.sum().clamp_min(1e-300)).clamp_min(1e-8).log10().cpu()  # (k_{l+1}, k_l)
+                panels.append(heatmap_image(
+                    share, f"{basis_name} edges {layer} → {names[l + 1]}", vmin=-8, vmax=0, cmap="viridis",
+                    xlabel=f"{layer} direction", ylabel="next-layer direction", colorbar_label="log10 edge share",
+                ))
+            report.images[f"edges/{layer}"] = _side_by_side(panels)
+        if self.ablation:
+            if targets is None or targets.is_floating_point():
+                self.warn_once("ablation-targets", "ablation=True needs class-index targets in the probe data; "
+                                                   "the ablation curve is skipped.")
+                return
+            for l, layer in enumerate(self.layers):
+                curves = {}
+                for basis_name, basis in (("LIB", graph.bases.lib[l]), ("PCA", graph.bases.pca[l])):
+                    ks = torch.arange(1, basis.n_directions + 1)
+                    accuracy = ablation_curve(self._sections[l:], acts[l], basis, targets)
+                    curves[basis_name] = (ks, accuracy.cpu())
+                report.images[f"ablation/{layer}"] = line_image(
+                    curves, f"node ablation at {layer}, step {self.step}", "top-k directions kept", "accuracy",
+                    logx=True,
+                )
+
+    def _table(self, scalars: dict[str, float]) -> str:
+        rows = []
+        for layer in self.layers:
+            g = lambda key: int(scalars[f"{layer}/{key}"])  # noqa: E731
+            rows.append([layer, g("n_directions"), g("n_directions_pca"), g("edges_90"), g("edges_90_pca"),
+                         g("edges_99"), g("edges_99_pca")])
+        headers = ["layer", "LIB dirs", "PCA dirs", "edges 90% LIB", "PCA", "edges 99% LIB", "PCA"]
+        return markdown_table(headers, rows)
+
+    @override
+    def summary(self) -> str:
+        if not self.history:
+            return super().summary()
+        step, last = self.history[-1]
+        lines = [f"[lib] at step {step} (LIB vs PCA):"]
+        for layer in self.layers:
+            g = lambda key: int(last[f"{layer}/{key}"])  # noqa: E731
+            lines.append(f"[lib]   {layer}: directions {g('n_directions')} vs {g('n_directions_pca')}, "
+                         f"edges 90% {g('edges_90')} vs {g('edges_90_pca')}, "
+                         f"edges 99% {g('edges_99')} vs {g('edges_99_pca')}")
+        return "\n".join(lines)
+
+
+def _side_by_side(images: list[np.ndarray]) -> np.ndarray:
+    """Join (H, W, 3) images left to right, padding heights with white."""
+    height = max(img.shape[0] for img in images)
+    padded = [np.pad(img, ((0, height - img.shape[0]), (0, 0), (0, 0)), constant_values=255) for img in images]
+    return np.concatenate(padded, axis=1)
+
+
+def _chain_candidates(model: nn.Module) -> dict[str, nn.Module]:
+    """The model's children, with nn.Sequential containers opened up (recursively): the possible chain steps."""
+    steps: dict[str, nn.Module] = {}
+
+    def walk(prefix: str, module: nn.Module) -> None:
+        for name, child in module.named_children():
+            full = prefix + name
+            if isinstance(child, nn.Sequential):
+                walk(full + ".", child)
+            else:
+                steps[full] = child
+
+    walk("", model)
+    return steps
+
+
+def find_sections(model: nn.Module, layers: Sequence[str], x: Tensor) -> list[nn.Module]:
+    """The sections between consecutive node points (inputs of ``layers``) and the output, found by running ``x``.
+
+    One forward pass records the order in which the chain candidates (children, with ``nn.Sequential`` opened)
+    are called and checks that each feeds its output straight into the next and the last one makes the model's
+    output; ``sections[i]`` is then the run of modules from ``layers[i]`` to just before ``layers[i+1]``.
+
+    Raises:
+        ValueError: a layer is not a chain step, layers are out of forward order, or the chain is broken (a
+            residual connection, a functional op between modules, an output that is not the last module's).
+    """
+    candidates = _chain_candidates(model)
+    calls: list[tuple[str, Tensor | None, Any]] = []
+    handles = []
+
+    def hook(module: nn.Module, args: tuple, output: Any, name: str) -> None:
+        calls.append((name, args[0] if args and isinstance(args[0], Tensor) else None, output))
+
+    for name, module in candidates.items():
+        handles.append(module.register_forward_hook(lambda m, a, o, n=name: hook(m, a, o, n)))
+    try:
+        with torch.no_grad():
+            output = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    order = [name for name, _, _ in calls]
+    if len(set(order)) != len(order):
+        twice = sorted({n for n in order if order.count(n) > 1})
+        raise ValueError(f"modules {twice} are called more than once per forward pass, so the model is not a "
+                         f"chain of modules; {SUPPORTED}.")
+
+    def first_step(layer: str) -> int:
+        for i, name in enumerate(order):
+            if name == layer or name.startswith(layer + "."):
+                return i
+        inside = [n for n in candidates if layer.startswith(n + ".")]
+        where = (f"it is inside {inside[0]!r} ({type(candidates[inside[0]]).__name__}), whose forward cannot be "
+                 "split" if inside else "it is not called in the forward pass")
+        raise ValueError(f"layer {layer!r} is not a step of the model's module chain: {where}. Chain steps, in "
+                         f"call order: {', '.join(map(repr, order))}; {SUPPORTED}.")
+
+    starts = [first_step(layer) for layer in layers]
+    for (a, i), (b, j) in zip(zip(layers, starts), zip(layers[1:], starts[1:])):
+        if j <= i:
+            raise ValueError(f"layers must be consecutive node points in forward order: {b!r} runs before (or with) "
+                             f"{a!r}. Forward order of the chain: {', '.join(map(repr, order))}.")
+    for k in range(starts[0], len(calls) - 1):
+        name, _, out = calls[k]
+        nxt, nxt_in, _ = calls[k + 1]
+        if not _same(out, nxt_in):
+            raise ValueError(f"the output of {name!r} is not the input of {nxt!r} (something happens between them "
+                             f"in forward: a residual connection, a functional op, a reshape), so the node points "
+                             f"are not joined by a chain of modules; {SUPPORTED}.")
+    if not _same(calls[-1][2], output):
+        raise ValueError(f"the model's output is not the output of its last module {calls[-1][0]!r}; {SUPPORTED}.")
+    modules = [candidates[name] for name in order]
+    bounds = [*starts, len(order)]
+    return [_as_section(modules[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _same(a: Any, b: Any) -> bool:
+    return isinstance(a, Tensor) and isinstance(b, Tensor) and (a is b or (a.shape == b.shape and torch.equal(a, b)))
+
+
+def _as_section(modules: list[nn.Module]) -> nn.Module:
+    return modules[0] if len(modules) == 1 else nn.Sequential(*modules)

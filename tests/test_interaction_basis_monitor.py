@@ -1,0 +1,196 @@
+"""InteractionBasisMonitor end to end: real fits on scikit-learn digits, read back from TensorBoard event files."""
+
+import copy
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from helpers import read_events, trainer
+from torch import nn
+
+from lightning_probes.datasets import DigitsDataModule, load_digits_tensors
+from lightning_probes.measures.interaction_basis import edges_for_mass, interaction_graph
+from lightning_probes.models import MLPClassifier
+from lightning_probes.monitors.interaction_basis import InteractionBasisMonitor, find_sections
+from lightning_probes.schedules import every
+
+LAYERS = ["features.0", "features.2", "classifier"]
+SCALARS = ["n_directions", "n_directions_pca", "edges_90", "edges_90_pca", "edges_99", "edges_99_pca"]
+
+
+def small_model():
+    return MLPClassifier(hidden=(24, 16), lr=0.2)
+
+
+def probe_data(n=160):
+    x, y = load_digits_tensors()
+    return x[:n], y[:n]
+
+
+def fit(tmp_path, monitor, max_steps=20, model=None, **trainer_kw):
+    pl.seed_everything(0)
+    trainer_kw.setdefault("callbacks", [monitor])
+    t = trainer(tmp_path, max_steps=max_steps, **trainer_kw)
+    t.fit(model or small_model(), DigitsDataModule(batch_size=64))
+    return t
+
+
+def test_fit_logs_every_tag_the_dashboard_and_pictures(tmp_path):
+    monitor = InteractionBasisMonitor(layers=LAYERS, schedule=every(10), images_every=2, num_samples=160,
+                                      probe_data=probe_data(), ablation=True)
+    fit(tmp_path, monitor, max_steps=15)
+    events = read_events(str(tmp_path))
+    for layer in LAYERS:
+        for name in SCALARS:
+            steps = [s for s, _ in events.scalars[f"probes/lib/{layer}/{name}"]]
+            assert steps == [0, 10, 15], (layer, name)  # at_start, every(10), at_end
+        assert events.images[f"probes/lib/edges/{layer}"] == [0, 15]  # probes 0, 2 (the final one)
+        assert f"probes/lib/ablation/{layer}" in events.images
+    assert "probes/lib/lambda_spectrum" in events.images
+    assert "| layer | LIB dirs |" in events.texts["probes/lib/summary"][-1]
+    assert set(events.charts()["probes/lib"]) == {
+        "directions kept: LIB vs PCA", "edges holding 90% of the edge mass", "edges holding 99% of the edge mass"}
+    logged = dict(events.scalars["probes/lib/features.2/n_directions"])
+    assert logged == {s: v["features.2/n_directions"] for s, v in monitor.history}
+    for _, values in monitor.history:
+        for layer in LAYERS:  # M lives in the whitened PCA space: LIB never keeps more than PCA
+            assert 1 <= values[f"{layer}/n_directions"] <= values[f"{layer}/n_directions_pca"]
+            assert values[f"{layer}/edges_90"] <= values[f"{layer}/edges_99"]
+            assert values[f"{layer}/edges_90_pca"] <= values[f"{layer}/edges_99_pca"]
+
+
+def test_logged_figures_equal_the_measure_run_by_hand(tmp_path):
+    x, y = probe_data()
+    monitor = InteractionBasisMonitor(layers=LAYERS, schedule=every(100), images_every=0, num_samples=160,
+                                      probe_data=(x, y), at_end=False)
+    model = small_model()
+    fresh = copy.deepcopy(model).eval()  # the weights the step-0 probe saw
+    fit(tmp_path, monitor, max_steps=1, model=model)  # one probe, at step 0, before the first update
+    step, logged = monitor.history[0]
+    assert step == 0
+    f = fresh.features
+    sections = [f[0:2], f[2:4], fresh.classifier]
+    with torch.no_grad():
+        acts = [x]
+        for s in sections:
+            acts.append(s(acts[-1]))
+    graph = interaction_graph(sections, acts)
+    for l, layer in enumerate(LAYERS):
+        assert logged[f"{layer}/n_directions"] == graph.bases.lib[l].n_directions
+        assert logged[f"{layer}/n_directions_pca"] == graph.bases.pca[l].n_directions
+        assert logged[f"{layer}/edges_90"] == edges_for_mass(graph.lib_edges[l], 0.9)
+        assert logged[f"{layer}/edges_99_pca"] == edges_for_mass(graph.pca_edges[l], 0.99)
+
+
+def test_find_sections_of_the_mlp_are_the_module_runs_between_node_points():
+    model = small_model().eval()
+    sections = find_sections(model, LAYERS, torch.zeros(2, 64))
+    f = model.features
+    assert [list(s) if isinstance(s, nn.Sequential) else [s] for s in sections] == [
+        [f[0], f[1]], [f[2], f[3]], [model.classifier]]
+    skip = find_sections(model, ["features.0", "classifier"], torch.zeros(2, 64))  # node points may skip modules
+    assert list(skip[0]) == [f[0], f[1], f[2], f[3]]
+    whole = find_sections(model, ["features"], torch.zeros(2, 64))  # a Sequential's input is its first step's
+    assert list(whole[0]) == [f[0], f[1], f[2], f[3], model.classifier]
+
+
+class Residual(pl.LightningModule):
+    """x -> h = fc1(x); h + fc2(relu(h)) -> head: not a chain of modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 16)
+        self.fc2 = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        return self.head(h + self.fc2(torch.relu(h)))
+
+    def training_step(self, batch, _):
+        return nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class ResidualBlock(nn.Module):
+    """The user-given section: from fc1's input to head's input."""
+
+    def __init__(self, model: Residual):
+        super().__init__()
+        self.fc1, self.fc2 = model.fc1, model.fc2
+
+    def forward(self, x):
+        h = self.fc1(x)
+        return h + self.fc2(torch.relu(h))
+
+
+def test_unsupported_model_gets_a_clear_error_and_works_with_explicit_sections(tmp_path):
+    with pytest.raises(ValueError, match=r"output of 'fc1' is not the input of 'fc2'.*supported models"):
+        fit(tmp_path, InteractionBasisMonitor(layers=["fc1", "head"], probe_data=probe_data()), model=Residual())
+    model = Residual()
+    monitor = InteractionBasisMonitor(layers=["fc1", "head"], sections=[ResidualBlock(model), "head"],
+                                      schedule=every(5), images_every=0, probe_data=probe_data())
+    fit(tmp_path, monitor, max_steps=5, model=model)
+    assert [s for s, _ in monitor.history] == [0, 5]
+    assert monitor.failures == 0
+    assert monitor.history[-1][1]["head/n_directions"] <= 11  # 10 logits + the constant
+
+
+def test_layers_out_of_forward_order_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="consecutive node points in forward order: 'features.0' runs before"):
+        fit(tmp_path, InteractionBasisMonitor(layers=["classifier", "features.0"], probe_data=probe_data()))
+
+
+def test_layer_inside_an_unsplittable_block_is_refused(tmp_path):
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(64, 24)
+
+        def forward(self, x):
+            return torch.relu(self.lin(x))
+
+    model = small_model()
+    model.features[0] = Block()
+    model.features[1] = nn.Identity()
+    with pytest.raises(ValueError, match=r"'features.0.lin' is not a step.*inside 'features.0' \(Block\)"):
+        fit(tmp_path, InteractionBasisMonitor(layers=["features.0.lin", "classifier"], probe_data=probe_data()),
+            model=model)
+
+
+def test_unknown_layer_lists_the_module_names(tmp_path):
+    with pytest.raises(ValueError, match=r"No module named 'fc9'.*'features.0', 'features.1'"):
+        fit(tmp_path, InteractionBasisMonitor(layers=["fc9"]))
+
+
+@pytest.mark.parametrize("bad", [dict(layers=[]), dict(layers="classifier"), dict(layers=["a", "a"]),
+                                 dict(truncation=0.0), dict(truncation=float("nan")), dict(num_samples=1),
+                                 dict(final_basis="svd"), dict(sections=["classifier"]),
+                                 dict(max_jacobian_elements=0), dict(max_samples=10), dict(schedule="often")])
+def test_bad_arguments_fail_in_the_constructor(bad):
+    args = dict(layers=["features.0", "classifier"]) | bad
+    with pytest.raises((ValueError, TypeError)):
+        InteractionBasisMonitor(**args)
+
+
+def test_state_dict_extends_the_base_and_warns_on_other_layers(tmp_path):
+    monitor = InteractionBasisMonitor(layers=LAYERS, schedule=every(5), images_every=0, probe_data=probe_data())
+    fit(tmp_path, monitor, max_steps=5)
+    state = monitor.state_dict()
+    assert state["layers"] == LAYERS and len(state["history"]) == 2
+    other = InteractionBasisMonitor(layers=["features.2", "classifier"])
+    with pytest.warns(UserWarning, match="written for layers"):
+        other.load_state_dict(state)
+    assert other.history == monitor.history
+    assert "layers" in monitor.state_key and monitor.state_key != other.state_key
+
+
+def test_chunked_jacobians_are_reported_once(tmp_path):
+    monitor = InteractionBasisMonitor(layers=LAYERS, schedule=every(2), images_every=0, num_samples=64,
+                                      probe_data=probe_data(), max_jacobian_elements=200)
+    with pytest.warns(UserWarning, match="max_jacobian_elements") as record:
+        fit(tmp_path, monitor, max_steps=4)
+    assert monitor.failures == 0 and len(monitor.history) == 3
+    assert sum("max_jacobian_elements" in str(w.message) for w in record) == 1
