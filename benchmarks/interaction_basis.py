@@ -7,7 +7,9 @@ Run: ``python benchmarks/interaction_basis.py``. Prints
    numbers, ratio of times (target ≥ 5×), on a few sizes: the loop pays a fixed cost per output, so the ratio is
    large when each output's work is small and near 1 when both are bound by the same matrix products;
 2. the wall time of one complete LIB probe (bases, LIB and PCA edges) of the digits MLP 64→100→100→10 on
-   512 samples with 3 node layers + the output (target < 5 s on this CPU).
+   512 samples with 3 node layers + the output (target < 5 s on this CPU): the measure alone on an untrained
+   net, then one probe of InteractionBasisMonitor inside ``Trainer.fit`` on a trained net (scalars only, with
+   pictures, with pictures and the ablation curve).
 
 Timings are medians of a few repeats measured in this run; nothing is compared with stored numbers.
 """
@@ -90,7 +92,38 @@ def bench_digits_probe(n: int = 512) -> float:
     return seconds
 
 
+def bench_monitor_probe(n: int = 512) -> None:
+    import lightning.pytorch as pl
+
+    from lightning_probes.datasets import DigitsDataModule
+    from lightning_probes.models import MLPClassifier
+    from lightning_probes.monitors.interaction_basis import InteractionBasisMonitor
+
+    quiet = dict(accelerator="cpu", devices=1, enable_progress_bar=False, enable_model_summary=False,
+                 enable_checkpointing=False, logger=False)
+    pl.seed_everything(0)
+    model, data = MLPClassifier(in_features=64, hidden=(100, 100), num_classes=10, lr=0.1), DigitsDataModule()
+    pl.Trainer(max_steps=300, **quiet).fit(model, data)  # a trained net keeps more LIB directions: costlier
+    print(f"One probe of InteractionBasisMonitor in Trainer.fit (digits MLP after 300 steps, N={n}, 3 layers):")
+    for label, options in [("scalars only", dict(images_every=0)), ("with pictures", dict(images_every=1)),
+                           ("with pictures + ablation", dict(images_every=1, ablation=True))]:
+        monitor = InteractionBasisMonitor(layers=["features.0", "features.2", "classifier"], num_samples=n,
+                                          schedule=10**9, **options)  # probes at step 0 and at the end only
+        from lightning.pytorch.loggers import TensorBoardLogger
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as logdir:
+            trainer = pl.Trainer(max_steps=2, callbacks=[monitor], **{**quiet, "logger": TensorBoardLogger(logdir)})
+            trainer.fit(model, data)
+        per_probe = monitor.clock.probe_seconds / monitor.clock.n_probes
+        last = monitor.history[-1][1]
+        print(f"  {label:<26} {per_probe:.2f} s per probe (target < 5 s); LIB/PCA directions "
+              f"{[int(last[f'{l}/n_directions']) for l in monitor.layers]} / "
+              f"{[int(last[f'{l}/n_directions_pca']) for l in monitor.layers]}")
+
+
 if __name__ == "__main__":
     for n, width in [(16, 200), (64, 100), (512, 100), (512, 30)]:
         bench_jacobians(n, width, width)
     bench_digits_probe()
+    bench_monitor_probe()

@@ -322,6 +322,8 @@ def test_ablation_curve_all_directions_reproduce_accuracy_and_order_matters():
         assert len(curve) == basis.n_directions
         assert float(curve[-1]) == pytest.approx(1.0)
         assert float(curve[0]) < 1.0
+        small_passes = ablation_curve(sections[1:], acts[1], basis, targets, max_elements=3000)  # 3 k per pass
+        torch.testing.assert_close(small_passes, curve)
     with pytest.raises(ValueError, match="ks"):
         ablation_curve(sections[1:], acts[1], bases.lib[1], targets, ks=[99])
 

@@ -590,6 +590,7 @@ def ablation_curve(
     basis: Basis,
     targets: Tensor,
     ks: Sequence[int] | None = None,
+    max_elements: int = 2**24,
 ) -> Tensor:
     """Accuracy when node layer l keeps only its top-k basis directions (node ablation), for each k.
 
@@ -603,6 +604,7 @@ def ablation_curve(
         basis: node l's basis (LIB or PCA), directions in order of importance.
         targets: (N,) class indices.
         ks: numbers of directions to keep (default 1..k).
+        max_elements: bound on the projected activations run through the chain at once (several k per pass).
 
     Returns:
         (len(ks),) accuracies in [0, 1], float64.
@@ -623,11 +625,16 @@ def ablation_curve(
             x = section(x)
             shapes.append(x.shape[1:])
     chain = [vmap(_folded(s, shape)) for s, shape in zip(sections, shapes)]
+    n, width = f.shape
+    per_pass = max(1, max_elements // (n * width))  # how many k share one batched run of the chain
+    y = targets.to(f.device)
     accuracies = []
     with torch.no_grad():
-        for k in ks:
-            h = f_hat[:, :k] @ C_inv[:k]  # (N, p+1)
+        for start in range(0, len(ks), per_pass):
+            batch = ks[start : start + per_pass]
+            h = torch.stack([f_hat[:, :k] @ C_inv[:k] for k in batch]).reshape(-1, width)  # (K' N, p+1)
             for run in chain:
                 h = run(h)
-            accuracies.append((h[:, 1:].argmax(-1) == targets.to(h.device)).to(_F64).mean())
-    return torch.stack(accuracies) if accuracies else torch.zeros(0, dtype=_F64)
+            predicted = h[:, 1:].argmax(-1).reshape(len(batch), n)  # (K', N)
+            accuracies.append((predicted == y).to(_F64).mean(1))
+    return torch.cat(accuracies) if accuracies else torch.zeros(0, dtype=_F64)

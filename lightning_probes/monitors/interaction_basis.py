@@ -189,11 +189,15 @@ class InteractionBasisMonitor(Monitor):
         assert self._sections is not None and self.probe_set is not None
         acts, targets = self._node_activations(pl_module)
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            warnings.simplefilter("always", UserWarning)
             graph = interaction_graph(self._sections, acts, self.truncation, self.final_basis,
                                       self.max_jacobian_elements)
-        for w in caught:  # e.g. "Jacobian too big, chunked": say it once per run, not at every probe
-            self.warn_once(f"measure-{w.category.__name__}-{str(w.message)[:40]}", str(w.message))
+        for w in caught:
+            if w.category is UserWarning:  # e.g. "Jacobian too big, chunked": once per run, not at every probe
+                text = str(w.message)
+                self.warn_once("chunked" if "max_jacobian_elements" in text else text, text)
+            else:  # anything else goes out as it came
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         self.last_graph = graph
         scalars: dict[str, float] = {}
         for l, layer in enumerate(self.layers):
