@@ -194,3 +194,24 @@ def test_chunked_jacobians_are_reported_once(tmp_path):
         fit(tmp_path, monitor, max_steps=4)
     assert monitor.failures == 0 and len(monitor.history) == 3
     assert sum("max_jacobian_elements" in str(w.message) for w in record) == 1
+
+
+class Drift(nn.Module):
+    """Adds how often it has been called: state a Jacobian cannot see."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x + self.calls
+
+
+def test_section_with_hidden_state_is_reported(tmp_path):
+    model = small_model()
+    model.features.insert(2, Drift())  # between hidden layer 1's ReLU and the second Linear
+    monitor = InteractionBasisMonitor(layers=["features.0", "features.3", "classifier"], schedule=every(5),
+                                      images_every=0, probe_data=probe_data(), on_error="raise")
+    with pytest.raises(ValueError, match="must be a pure function of its node activations"):
+        fit(tmp_path, monitor, max_steps=5, model=model)
