@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -22,7 +22,8 @@ from lightning_probes.measures.condensation import CondensationStats, condensati
 from lightning_probes.monitors.base import Monitor, Report
 from lightning_probes.probe_set import module_names, resolve_module
 from lightning_probes.tensorboard import heatmap_image, markdown_table
-from lightning_probes.triggers import StopWhen
+from lightning_probes.schedules import Schedule
+from lightning_probes.triggers import StopWhen, Trigger
 
 __all__ = ["CondensationMonitor"]
 
@@ -57,8 +58,8 @@ class CondensationMonitor(Monitor):
             neurons (directions, clusters and ranks of those rows; norms and relative change of the whole layer).
         stage_threshold: relative change that marks the end of the initial stage.
         seed: seed of the neuron sample.
-        **kwargs: the :class:`~lightning_probes.monitors.base.Monitor` arguments (schedule, triggers, on_error,
-            at_start, at_end, images_every); there is no probe data.
+        schedule, triggers, on_error, at_start, at_end, images_every: as in
+            :class:`~lightning_probes.monitors.base.Monitor`. There is no probe data: only weights are read.
 
     Example:
         >>> CondensationMonitor(layers=["layer1", "layer2"], schedule=50)
@@ -76,12 +77,16 @@ class CondensationMonitor(Monitor):
         max_neurons: int = 2048,
         stage_threshold: float = 1.0,
         seed: int = 0,
-        **kwargs: Any,
+        schedule: Schedule | int | None = None,
+        triggers: Sequence[Trigger] = (),
+        on_error: Literal["warn", "raise"] = "warn",
+        at_start: bool = True,
+        at_end: bool = True,
+        images_every: int = 5,
     ) -> None:
-        for key in ("probe_data", "max_samples", "batch_size"):
-            if key in kwargs:
-                raise ValueError(f"CondensationMonitor looks at weights only; it takes no {key}.")
-        super().__init__(**kwargs)
+        # the base's probe-data arguments are not offered: this monitor reads weights, never data
+        super().__init__(schedule=schedule, triggers=triggers, on_error=on_error, at_start=at_start, at_end=at_end,
+                         images_every=images_every)
         if isinstance(layers, str):
             if layers != "auto":
                 raise ValueError(f"layers must be 'auto' or a list of Linear module names, got {layers!r}; "
