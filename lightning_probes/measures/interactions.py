@@ -20,12 +20,14 @@ T ↦ N \\ T, so the problem is
 
 which is exactly min over γ and |δ| ≤ κ of Σ_S |I_and(S)| + |I_or(S)| with γ_∅ pinned (and δ_∅ = 0). Both
 operators and their adjoints are fast transforms, so the default solver is a first-order primal-dual method
-(restarted Halpern PDHG with diagonal preconditioning) batched over all problems, with a feasibility repair
+(Douglas-Rachford / ADMM whose linear step is solved exactly by Kronecker butterflies) batched over all
+problems, with a feasibility repair
 (every returned iterate satisfies |δ| ≤ κ exactly) and a dual lower bound that certifies the gap.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -109,19 +111,67 @@ def subset_orders(n: int, device: torch.device | str | None = None) -> Tensor:
     return subset_masks(n, device).sum(-1)  # (m,)
 
 
-def _butterfly(f: Tensor, sign: float, upward: bool) -> Tensor:
-    """One pass per player over the subset lattice: O(n·2^n) additions, in place on a copy."""
+_RELAX = 1.6  # Douglas-Rachford over-relaxation (measured: 1.5-1.8 converge ~1.5x faster than 1)
+_BLOCK_BITS = 5  # players per dense Kronecker block (32×32): a radix-32 butterfly that runs as batched matmuls
+_ZETA = ((1.0, 0.0), (1.0, 1.0))  # one player: f(T ∪ {i}) receives f(T)
+_MOBIUS = ((1.0, 0.0), (-1.0, 1.0))
+_SUPERSET = ((1.0, 1.0), (0.0, 1.0))  # one player: f(T) receives f(T ∪ {i})
+
+
+def _kronecker_blocks(factors: Tensor, bits: int) -> Tensor:
+    """⊗^bits of each 2×2 factor: (F, 2, 2) -> (F, 2^bits, 2^bits)."""
+    out = torch.ones(factors.shape[0], 1, 1, dtype=factors.dtype, device=factors.device)
+    for _ in range(bits):
+        side = out.shape[-1] * 2
+        out = torch.einsum("fij,fkl->fikjl", out, factors).reshape(-1, side, side)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_blocks(factor: tuple[tuple[float, float], ...], bits: int, dtype: torch.dtype, device: str) -> Tensor:
+    return _kronecker_blocks(torch.tensor(factor, dtype=dtype, device=device)[None], bits)
+
+
+def _kronecker(
+    f: Tensor, factors: Tensor | tuple[tuple[float, float], ...], cache: dict[int, Tensor] | None = None
+) -> Tensor:
+    """Apply ⊗_{i<n} factors[j] (the same 2×2 matrix for every player) to f[j] along the last dim.
+
+    The fast zeta / Möbius transform generalised: the n players are taken _BLOCK_BITS at a time, each group by
+    a 2^k×2^k Kronecker block as one batched matmul, so the cost is O(2^n·n·2^k/k) and no 2^n×2^n matrix exists.
+
+    Args:
+        f: (F, ..., 2^n). factors: (F, 2, 2), or one 2×2 factor as a tuple (F = 1; its blocks are cached).
+        cache: a dict that keeps the blocks of tensor factors between calls (same factors, dtype and device).
+
+    Returns:
+        (F, ..., 2^n).
+    """
     m = f.shape[-1]
     n = _num_players(m)
-    g = f.clone()
-    lead = g.shape[:-1]
-    for i in range(n):
-        pairs = g.view(*lead, m >> (i + 1), 2, 1 << i)  # index ... (T without bit i, bit i, lower bits)
-        if upward:  # T ∪ {i} receives T
-            pairs[..., 1, :].add_(pairs[..., 0, :], alpha=sign)
-        else:  # T receives T ∪ {i}
-            pairs[..., 0, :].add_(pairs[..., 1, :], alpha=sign)
-    return g
+    shape = f.shape
+    g = f.reshape(shape[0], -1, m)  # (F, L, m)
+    done = 0
+    while done < n:
+        bits = min(_BLOCK_BITS, n - done)
+        if isinstance(factors, tuple):
+            block = _cached_blocks(factors, bits, f.dtype, str(f.device))  # (1, 2^k, 2^k)
+        elif cache is not None and bits in cache:
+            block = cache[bits]
+        else:
+            block = _kronecker_blocks(factors.to(f.dtype), bits)  # (F, 2^k, 2^k)
+            if cache is not None:
+                cache[bits] = block
+        # the k lowest bits of the current layout are the last axis: one batched matmul applies the block
+        g = torch.matmul(g.reshape(shape[0], -1, 1 << bits), block.transpose(-1, -2))
+        # rotate: the processed bits become the highest, the next group the lowest (n rotated bits = identity)
+        g = g.reshape(shape[0], -1, m >> bits, 1 << bits).transpose(-1, -2).reshape(shape[0], -1, m)
+        done += bits
+    return g.reshape(shape)
+
+
+def _lattice_transform(f: Tensor, factor: tuple[tuple[float, float], ...]) -> Tensor:
+    return _kronecker(f[None], factor)[0]
 
 
 def zeta_transform(f: Tensor) -> Tensor:
@@ -137,7 +187,7 @@ def zeta_transform(f: Tensor) -> Tensor:
         >>> zeta_transform(torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist()
         [1.0, 3.0, 4.0, 10.0]
     """
-    return _butterfly(f, 1.0, upward=True)
+    return _lattice_transform(f, _ZETA)
 
 
 def mobius_transform(f: Tensor) -> Tensor:
@@ -153,7 +203,7 @@ def mobius_transform(f: Tensor) -> Tensor:
         >>> mobius_transform(torch.tensor([1.0, 3.0, 4.0, 10.0])).tolist()
         [1.0, 2.0, 3.0, 4.0]
     """
-    return _butterfly(f, -1.0, upward=True)
+    return _lattice_transform(f, _MOBIUS)
 
 
 def superset_zeta_transform(f: Tensor) -> Tensor:
@@ -163,7 +213,7 @@ def superset_zeta_transform(f: Tensor) -> Tensor:
         >>> superset_zeta_transform(torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist()
         [10.0, 6.0, 7.0, 4.0]
     """
-    return _butterfly(f, 1.0, upward=False)
+    return _lattice_transform(f, _SUPERSET)
 
 
 def dense_zeta_matrix(n: int, dtype: torch.dtype = _F64) -> Tensor:
@@ -329,90 +379,91 @@ def _dual_bound(y: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     return -torch.maximum(y * lo, y * hi).sum(-1)
 
 
-def _solve_pdhg(
-    u: Tensor, lo: Tensor, hi: Tensor, max_iter: int, tol: float, check_every: int, primal_weight: float
-) -> tuple[Tensor, Tensor, Tensor, int]:
-    """Restarted reflected-Halpern PDHG with Pock-Chambolle diagonal steps, batched over the B problems.
+class _GraphProjector:
+    """Orthogonal projection onto the graph {(x, Z x)}: x* = (I + ZᵀZ)⁻¹(x + Zᵀ a), a* = Z x*.
 
-    Primal x = (p, q), dual y; g(x) = Σ_{S≠∅}|p_S|+|q_S| with p_∅ = 0, h = indicator of the box lo ≤ A x ≤ hi.
-    Steps τ_S = 1/(ω·colsum_S), σ_T = ω/rowsum_T make the preconditioned operator norm ≤ 1 (Pock & Chambolle
-    2011); ω = primal_weight / rms(u) makes the method invariant to the scale of v. Halpern anchoring with
-    restarts when the fixed-point residual has dropped 5× gives the linear rate of Lu & Yang (2024) on LPs.
-    Stops when the certified gap is ≤ tol for every problem, or when no problem's best feasible objective
-    improved by more than tol (relative) over the last 10 checks.
+    ZᵀZ = ⊗(Z₁ᵀZ₁), Z₁ = [[1, 0], [1, 1]], is diagonalised by V = ⊗U₁ (U₁ the eigenvectors of the 2×2
+    factor) with eigenvalue Π_i λ_{bit i} for subset T. Hence x* = V D (Vᵀx + (⊗U₁ᵀZ₁ᵀ) a) and
+    a* = (⊗Z₁U₁) D (...), D = (I + Λ)⁻¹: two Kronecker transforms, each a batched pair of them. The OR graph
+    {(q, R Z q)} is the same projection on the reflected values because R is a permutation.
+    """
+
+    def __init__(self, n: int, dtype: torch.dtype, device: torch.device) -> None:
+        z1 = torch.tensor(_ZETA, dtype=dtype, device=device)
+        lam, u1 = torch.linalg.eigh(z1.T @ z1)  # (2,), (2, 2)
+        eig = torch.ones(1 << n, dtype=dtype, device=device)
+        for member in subset_masks(n, device).T:  # eigenvalue of subset T: Π_i λ[bit i of T]
+            eig = eig * lam[member.long()]
+        self.damping = 1.0 / (1.0 + eig)  # (m,)
+        self.forward = torch.stack((u1.T, u1.T @ z1.T))  # (2, 2, 2): applied to x and to a
+        self.backward = torch.stack((u1, z1 @ u1))  # (2, 2, 2): gives x* and a*
+        self._forward_blocks: dict[int, Tensor] = {}
+        self._backward_blocks: dict[int, Tensor] = {}
+
+    def project(self, x: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+        """Project pairs (x, a), shape (..., m) each, onto a = Z x."""
+        h = _kronecker(torch.stack((x, a)), self.forward, self._forward_blocks).sum(0) * self.damping  # (..., m)
+        out = _kronecker(h[None].expand(2, *h.shape), self.backward, self._backward_blocks)
+        return out[0], out[1]
+
+
+def _solve_admm(
+    u: Tensor, lo: Tensor, hi: Tensor, max_iter: int, tol: float, check_every: int, step: float,
+    work_dtype: torch.dtype,
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Douglas-Rachford splitting (ADMM on the consensus form) with exact graph projections, batched over B.
+
+    Variables x = (p, q, a, o): interactions p, q and their value functions a (AND), o (OR).
+    f(x) = Σ_{S≠∅}|p_S| + |q_S| + ι{lo ≤ a + o ≤ hi}: its prox is a soft threshold and, per subset, the
+    projection of (a_T, o_T) onto a slab — both elementwise. g(x) = ι{a = Z p, o = R Z q}: its prox is the
+    projection onto two graphs, exact and fast (see :class:`_GraphProjector`). DR iterates
+    x = prox_{tf}(w), z = proj_g(2x - w), w ← w + z - x; the threshold t = step·rms(u) makes the method
+    invariant to the scale of v. Every ``check_every`` iterations the graph point z (exact: a = Zp, o = RZq) is
+    repaired into the box and the best feasible objective kept; the slab multipliers give a dual bound.
+    Stops when the certified gap is ≤ tol for every problem, or when no problem's best objective improved by
+    more than tol (relative) over the last 10 checks. Iterates are kept in ``work_dtype`` (float32 halves the
+    cost); repairs, objectives and bounds are computed in the dtype of u (float64), so the result is exact.
     """
     bsz, m = u.shape
     n = _num_players(m)
-    orders = subset_orders(n, u.device).to(u.dtype)  # (m,)
-    colsum = 2.0 ** (n - orders)  # same for p_S and q_S
-    rowsum = 2.0**orders + 2.0 ** (n - orders)
-    rms = u.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12)  # (B, 1)
-    omega = primal_weight * 2.0 ** (n / 2) / rms  # tuned on random games at n = 8, 10 (best ω doubles per 2 players)
-    tau = 1.0 / (colsum * omega)  # (B, m)
-    sigma = omega / rowsum  # (B, m)
-    weight = torch.ones(m, dtype=u.dtype, device=u.device)
-    weight[0] = 0.0  # q_∅ is free
-
-    def step(p: Tensor, q: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        gp, gq = _lattice_adjoint(y)
-        p_new, q_new = p - tau * gp, q - tau * gq
-        p_new = torch.sign(p_new) * (p_new.abs() - tau).clamp_min(0.0)
-        p_new[..., 0] = 0.0
-        q_new = torch.sign(q_new) * (q_new.abs() - tau * weight).clamp_min(0.0)
-        z = y + sigma * _lattice_op(2 * p_new - p, 2 * q_new - q)
-        y_new = z - sigma * torch.minimum(torch.maximum(z / sigma, lo), hi)  # Moreau: prox of σh*
-        return p_new, q_new, y_new
-
-    def residual(dp: Tensor, dq: Tensor, dy: Tensor) -> Tensor:
-        return ((dp.square() + dq.square()) / tau).sum(-1) + (dy.square() / sigma).sum(-1)  # (B,)
-
-    p = torch.zeros_like(u)
-    q = torch.zeros_like(u)
-    y = torch.zeros_like(u)
-    anchor = (p, q, y)
-    k = torch.zeros(bsz, 1, dtype=u.dtype, device=u.device)  # Halpern counter per problem
-    start_residual: Tensor | None = None
-    best = torch.full((bsz,), math.inf, dtype=u.dtype, device=u.device)
-    best_p, best_q = _repair(p, q, lo, hi)
+    threshold = step * u.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12)  # (B, 1)
+    graph = _GraphProjector(n, work_dtype, u.device)
+    free = torch.ones(m, dtype=work_dtype, device=u.device)
+    free[0] = 0.0  # q_∅ is unpenalised; p_∅ is fixed to 0
+    lo_w, hi_w, threshold_w = lo.to(work_dtype), hi.to(work_dtype), threshold.to(work_dtype)
+    w = torch.zeros(4, bsz, m, dtype=work_dtype, device=u.device)  # (p, q, a, o)
+    best_p, best_q = _repair(torch.zeros_like(u), torch.zeros_like(u), lo, hi)
     best = _l1(best_p, best_q)
     bound = torch.full((bsz,), -math.inf, dtype=u.dtype, device=u.device)
     history: list[Tensor] = []
-    stall_checks = 10
     it = 0
     while it < max_iter:
-        p_new, q_new, y_new = step(p, q, y)
-        if it % check_every == 0:
-            rp, rq = _repair(p_new, q_new, lo, hi)
+        p, q, a, o = w
+        p = torch.sign(p) * (p.abs() - threshold_w).clamp_min(0.0)
+        p[:, 0] = 0.0
+        q = torch.sign(q) * (q.abs() - threshold_w * free).clamp_min(0.0)
+        total = a + o
+        excess = 0.5 * (total - torch.minimum(torch.maximum(total, lo_w), hi_w))  # slab projection, per subset
+        x = torch.stack((p, q, a - excess, o - excess))  # (4, B, m)
+        r = 2 * x - w
+        interactions, values = graph.project(
+            torch.stack((r[0], r[1])), torch.stack((r[2], r[3].flip(-1)))
+        )  # AND graph and (reflected) OR graph in one batched call
+        z = torch.stack((interactions[0], interactions[1], values[0], values[1].flip(-1)))
+        w = w + _RELAX * (z - x)
+        it += 1
+        if it % check_every == 0 or it == max_iter:
+            rp, rq = _repair(z[0].to(u.dtype), z[1].to(u.dtype), lo, hi)
             value = _l1(rp, rq)
             better = value < best
             best = torch.where(better, value, best)
             best_p = torch.where(better[:, None], rp, best_p)
             best_q = torch.where(better[:, None], rq, best_q)
-            bound = torch.maximum(bound, _dual_bound(y_new, lo, hi))
+            bound = torch.maximum(bound, _dual_bound(excess.to(u.dtype) / threshold, lo, hi))
             history.append(best)
-            stalled = len(history) > stall_checks and bool(
-                ((history[-1 - stall_checks] - best) <= tol * best).all()
-            )
+            stalled = len(history) > 10 and bool(((history[-11] - best) <= tol * best).all())
             if stalled or bool(((best - bound) <= tol * best).all()):
-                it += 1
                 break
-            res = residual(p_new - p, q_new - q, y_new - y)
-            if start_residual is None:
-                start_residual = res
-            restart = (res <= 0.04 * start_residual) | (k[:, 0] >= 20 * check_every)  # 0.2² (squared norms)
-            if bool(restart.any()):
-                r = restart[:, None]
-                p, q, y = (torch.where(r, a, b) for a, b in zip((p_new, q_new, y_new), (p, q, y)))
-                anchor = tuple(torch.where(r, a, b) for a, b in zip((p_new, q_new, y_new), anchor))
-                k = torch.where(r, torch.zeros_like(k), k)
-                p_new, q_new, y_new = step(p, q, y)
-                start_residual = torch.where(restart, residual(p_new - p, q_new - q, y_new - y), start_residual)
-        k = k + 1
-        keep, pull = k / (k + 1), 1.0 / (k + 1)
-        p = keep * (2 * p_new - p) + pull * anchor[0]  # reflected Halpern step
-        q = keep * (2 * q_new - q) + pull * anchor[1]
-        y = keep * (2 * y_new - y) + pull * anchor[2]
-        it += 1
     return best_p, best_q, bound, it
 
 
@@ -503,11 +554,12 @@ def sparse_and_or(
     v: Tensor,
     kappa: float = 0.04,
     *,
-    method: str = "pdhg",
-    max_iter: int = 4000,
+    method: str = "admm",
+    max_iter: int = 2000,
     tol: float = 1e-3,
     check_every: int = 50,
-    primal_weight: float = 1.5,
+    step: float = 0.03,
+    work_dtype: torch.dtype = torch.float32,
     sgd_steps: int = 10_000,
     sgd_lr: float = 1e-5,
     sgd_lr_end: float = 1e-6,
@@ -521,15 +573,17 @@ def sparse_and_or(
     Args:
         v: game values, shape (B, 2^n); all B problems are solved together.
         kappa: noise bound as a fraction of |v(x_N) - v(x_∅)| (Cheng et al.: 0.04).
-        method: ``"pdhg"`` (default, first-order on the fast transforms, batched), ``"lp"`` (exact, SciPy
+        method: ``"admm"`` (default: Douglas-Rachford on the fast transforms, batched), ``"lp"`` (exact, SciPy
             HiGHS, one LP per sample: for small n and tests) or ``"sgd"`` (the reference recipe on dense
             matrices: 10^4 steps of SGD-momentum, lr 1e-5 → 1e-6).
-        max_iter: iteration cap of ``"pdhg"``.
-        tol: ``"pdhg"`` stops once every problem's certified relative gap (objective - dual bound)/objective
+        max_iter: iteration cap of ``"admm"``.
+        tol: ``"admm"`` stops once every problem's certified relative gap (objective - dual bound)/objective
             is ≤ tol, or once no problem's best objective improved by more than tol (relative) in 10 checks.
-        check_every: iterations between repairs, gap checks and restart tests (``"pdhg"``).
-        primal_weight: ω·rms(u)/2^{n/2} of the PDHG step balance (tuned on random games; any positive value
-            converges).
+        check_every: iterations between repairs and gap checks (``"admm"``).
+        step: prox threshold of ``"admm"`` as a fraction of rms(v - v(x_∅)) (tuned on digits and random games;
+            any positive value converges).
+        work_dtype: dtype of the ``"admm"`` iterates (the returned solution is repaired and evaluated in
+            float64 either way).
         sgd_steps: steps of the ``"sgd"`` recipe.
         sgd_lr: initial learning rate of the ``"sgd"`` recipe.
         sgd_lr_end: final learning rate of the ``"sgd"`` recipe (geometric decay).
@@ -560,10 +614,10 @@ def sparse_and_or(
     hi = u + box[:, None]
     lo[:, 0] = 0.0
     hi[:, 0] = 0.0
-    if method == "pdhg":
-        if max_iter < 1 or check_every < 1 or tol < 0 or primal_weight <= 0:
-            raise ValueError("max_iter and check_every must be ≥ 1, tol ≥ 0 and primal_weight > 0.")
-        p, q, bound, iterations = _solve_pdhg(u, lo, hi, max_iter, tol, check_every, primal_weight)
+    if method == "admm":
+        if max_iter < 1 or check_every < 1 or tol < 0 or step <= 0:
+            raise ValueError("max_iter and check_every must be ≥ 1, tol ≥ 0 and step > 0.")
+        p, q, bound, iterations = _solve_admm(u, lo, hi, max_iter, tol, check_every, step, work_dtype)
     elif method == "lp":
         p, q, bound = _solve_lp(u, lo, hi)
         p, q = _repair(p, q, lo, hi)  # HiGHS meets the box to its tolerance; make it exact
@@ -577,7 +631,7 @@ def sparse_and_or(
             i_and, i_or, gamma, delta, box, objective, torch.full_like(objective, -math.inf), sgd_steps, method
         )
     else:
-        raise ValueError(f"method must be 'pdhg', 'lp' or 'sgd', got {method!r}.")
+        raise ValueError(f"method must be 'admm', 'lp' or 'sgd', got {method!r}.")
     delta = u - _lattice_op(p, q)  # within the box by construction (repair)
     delta[:, 0] = 0.0
     i_and = p.clone()
