@@ -1,24 +1,32 @@
-"""Cost of the condensation measures against training, on this machine's CPU.
+"""Cost of the condensation measures and monitor against training, on this machine's CPU.
 
-Run: ``python benchmarks/condensation.py``. Prints medians and ratios measured in the same run:
+Run: ``python benchmarks/condensation.py [--threads 1]``. Prints medians and ratios measured in the same run:
 
 - one probe of the width-1024 hidden layer (``layer2`` of a ThreeLayerNet(1, 1024, 1): a 1024 x 1024 weight)
-  against one SGD training step of the same model at batch 64 (target: ratio <= 10);
-- one probe of a width-4096 layer with the default ``max_neurons=2048`` sampling (target: under 2 s);
-- where the probe's time goes (Gram, eigenvalues, clustering).
+  against one SGD training step of the same model at batch 64 (issue target: ratio <= 10);
+- where that probe's time goes (float64 Gram, float64 eigenvalues, SciPy clustering);
+- one probe of a width-4096 layer with the default ``max_neurons=2048`` sampling, and with 1024 (target < 2 s);
+- inside ``Trainer.fit``: the monitor's measured seconds per probe (both hidden layers) against the seconds per
+  training step, and the share of a run it costs on the default log-spaced schedule.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 
+import lightning.pytorch as pl
 import torch
 from torch.nn import functional as F
 
+from lightning_probes.datasets import RegressionDataModule
 from lightning_probes.measures.condensation import condensation_stats, condensed_directions
-from lightning_probes.models import ThreeLayerNet
+from lightning_probes.models import ThreeLayerNet, ThreeLayerRegressor
+from lightning_probes.monitors.condensation import CondensationMonitor
+from lightning_probes.schedules import Clock, every, log_spaced
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -31,9 +39,8 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
+def measure_level() -> float:
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     net = ThreeLayerNet(1, 1024, 1, init_gamma=1.0)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     x, y = torch.rand(64, 1) * 2 - 1, torch.randn(64, 1)
@@ -44,31 +51,58 @@ def main() -> None:
         optimizer.step()
 
     w0 = net.layer2.weight.detach().clone()
-
-    def probe() -> None:
-        condensation_stats(net.layer2.weight, net.layer2.bias, w0)
-
     step = median_seconds(train_step, 50)
-    one_probe = median_seconds(probe, 7)
+    one_probe = median_seconds(lambda: condensation_stats(net.layer2.weight, net.layer2.bias, w0), 7)
     print(f"training step, width 1024, batch 64 : {step * 1e3:8.2f} ms")
-    print(f"one probe of layer2 (1024 x 1024)   : {one_probe * 1e3:8.2f} ms   ratio {one_probe / step:6.1f}x (target <= 10x)")
-
+    print(f"one probe of layer2 (1024 x 1024)   : {one_probe * 1e3:8.2f} ms   ratio {one_probe / step:6.1f}x "
+          "(target <= 10x)")
     w = net.layer2.weight.detach().double()
     gram = w @ w.T
-    cos = gram / gram.diagonal().sqrt().outer(gram.diagonal().sqrt())
-    print("  breakdown: Gram (float64)          : %8.2f ms" % (1e3 * median_seconds(lambda: w @ w.T, 7)))
-    print("             eigvalsh (float64)      : %8.2f ms" % (1e3 * median_seconds(lambda: torch.linalg.eigvalsh(gram), 5)))
-    print("             clustering (SciPy)      : %8.2f ms" % (1e3 * median_seconds(lambda: condensed_directions(cos), 5)))
+    norms = gram.diagonal().sqrt()
+    cos = gram / torch.outer(norms, norms)
+    print("  of which  Gram (float64)          : %8.2f ms" % (1e3 * median_seconds(lambda: w @ w.T, 7)))
+    print("            eigvalsh (float64)      : %8.2f ms" % (1e3 * median_seconds(lambda: torch.linalg.eigvalsh(gram), 5)))
+    print("            clustering (SciPy)      : %8.2f ms" % (1e3 * median_seconds(lambda: condensed_directions(cos), 5)))
 
     wide = ThreeLayerNet(1, 4096, 1, init_gamma=1.0).layer2
     wide0 = wide.weight.detach().clone()
-    start = time.perf_counter()
-    stats = condensation_stats(wide.weight, wide.bias, wide0, max_neurons=2048)
-    wide_time = time.perf_counter() - start
-    print(
-        f"one probe of a 4096-wide layer, {len(stats.neuron_indices)} sampled neurons: {wide_time:6.2f} s "
-        f"(target < 2 s; {wide_time / step:.0f}x a width-1024 training step)"
-    )
+    for max_neurons in (2048, 1024):
+        seconds = median_seconds(lambda: condensation_stats(wide.weight, wide.bias, wide0, max_neurons=max_neurons), 2)
+        print(f"one probe of a 4096-wide layer, max_neurons={max_neurons}: {seconds:6.2f} s (target < 2 s)")
+    return step
+
+
+def monitor_level() -> None:
+    steps, interval = 300, 50
+    pl.seed_everything(0)
+    monitor = CondensationMonitor(schedule=every(interval), images_every=0, at_end=False)
+    trainer = pl.Trainer(max_steps=steps, callbacks=[monitor], logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, limit_val_batches=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(ThreeLayerRegressor(width=1024, init_gamma=1.0, lr=0.01), RegressionDataModule(batch_size=64))
+    clock = monitor.clock
+    per_probe = clock.probe_seconds / clock.n_probes
+    per_step = clock.train_seconds / steps
+    print(f"in Trainer.fit (width 1024, layer1 + layer2): {per_probe * 1e3:.1f} ms per probe, "
+          f"{per_step * 1e3:.2f} ms per training step -> {per_probe / per_step:.1f}x")
+    schedule, clock0 = log_spaced(per_decade=8, max_interval=500), Clock()
+    for total in (1000, 10000):
+        n = sum(schedule(s, clock0) for s in range(total + 1))
+        share = n * per_probe / (n * per_probe + total * per_step)
+        print(f"  default schedule log_spaced(8, max_interval=500) over {total} steps: {n} probes, "
+              f"{100 * share:.1f}% of the run")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: the machine is shared, one thread gives stable timings)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    measure_level()
+    monitor_level()
 
 
 if __name__ == "__main__":
