@@ -173,6 +173,20 @@ def test_effective_rank_of_a_condensed_layer_matches_svdvals() -> None:
     assert effective_rank(w) == pytest.approx(math.exp(float(-(p * p.log()).sum())), rel=1e-6)
 
 
+def test_exactly_low_rank_matrices_keep_their_rank() -> None:
+    # rank 3 in float64: svdvals gives three values and ~1e-15 noise; the Gram route must not turn the noise
+    # into a ~1e-8 tail that would lift the effective rank
+    g = torch.Generator().manual_seed(8)
+    w = torch.randn(200, 3, generator=g, dtype=torch.float64) @ torch.randn(3, 150, generator=g, dtype=torch.float64)
+    sv = singular_values(w)
+    assert int((sv > 0).sum()) == 3
+    direct = torch.linalg.svdvals(w)[:3]
+    assert torch.allclose(sv[:3], direct, rtol=1e-10)
+    p = direct / direct.sum()
+    assert effective_rank(w) == pytest.approx(math.exp(float(-(p * p.log()).sum())), rel=1e-10)
+    assert effective_rank(torch.ones(50, 40)) == pytest.approx(1.0, rel=1e-12)
+
+
 def test_condensed_distances_are_in_scipy_order() -> None:
     # our triu-gather must give the same condensed vector as scipy's squareform: same clustering as direct
     from scipy.cluster.hierarchy import fcluster, linkage

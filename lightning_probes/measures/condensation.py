@@ -250,7 +250,9 @@ def singular_values(weight: Tensor) -> Tensor:
     """Singular values of W, descending, from the eigenvalues of its smaller Gram matrix in float64.
 
     σ_i = √λ_i(W Wᵀ) (or WᵀW, whichever is smaller): a symmetric eigenvalue problem after one BLAS-3 product,
-    cheaper than an SVD; it agrees with ``torch.linalg.svdvals`` to ~√ε·σ_max (checked in the tests).
+    cheaper than an SVD. Eigenvalues below r·ε·λ_max (the rounding level of the Gram) are set to 0, so an
+    exactly low-rank W has exactly that many non-zero values; the rest agree with ``torch.linalg.svdvals`` (checked
+    in the tests).
 
     Args:
         weight: W, shape (m, d).
@@ -269,7 +271,13 @@ def singular_values(weight: Tensor) -> Tensor:
 
 
 def _sv_from_gram(gram: Tensor) -> Tensor:
-    return torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().flip(0)  # eigvalsh is ascending
+    lam = torch.linalg.eigvalsh(gram).flip(0)  # (r,) descending
+    if lam.numel() == 0:
+        return lam
+    # eigenvalues below the Gram's own rounding level (r·ε·λ_max) are zeros in disguise: as singular values they
+    # would come back as ~√ε·σ_max and add a spurious tail to the effective rank of an exactly low-rank W
+    tol = lam.shape[0] * torch.finfo(lam.dtype).eps * lam[0].clamp_min(0)
+    return torch.where(lam > tol, lam, 0.0).sqrt()
 
 
 def _effective_rank(sv: Tensor) -> float:
