@@ -58,7 +58,7 @@ def main() -> None:
     rows = []
     for gamma in args.gammas:
         monitor, log_dir = run(gamma, args)
-        (first_step, first), (last_step, last) = monitor.history[0], monitor.history[-1]
+        first, last = monitor.history[0][1], monitor.history[-1][1]
         for layer in monitor.layers:
             rows.append((gamma, layer, first[f"{layer}/n_directions"], last[f"{layer}/n_directions"],
                          first[f"{layer}/effective_rank"], last[f"{layer}/effective_rank"],
