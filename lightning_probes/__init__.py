@@ -6,6 +6,8 @@ Example:
 """
 
 from lightning_probes.monitors.base import Monitor, Report
+from lightning_probes.monitors.condensation import CondensationMonitor
+from lightning_probes.monitors.interaction_basis import InteractionBasisMonitor
 from lightning_probes.monitors.spectrum import FeatureSpectrumMonitor
 from lightning_probes.probe_set import ProbeSet
 from lightning_probes.schedules import Schedule, budget, every, log_spaced
@@ -14,7 +16,9 @@ from lightning_probes.triggers import StopOnRegime, StopWhen, Trigger
 __version__ = "0.1.0"
 
 __all__ = [
+    "CondensationMonitor",
     "FeatureSpectrumMonitor",
+    "InteractionBasisMonitor",
     "Monitor",
     "ProbeSet",
     "Report",
