@@ -130,7 +130,7 @@ def test_graph_projection_equals_dense_normal_equations() -> None:
     x, a = torch.randn(2, 3, 1 << n, dtype=F64, generator=g)
     z = dense_zeta_matrix(n)
     x_star = torch.linalg.solve(torch.eye(1 << n, dtype=F64) + z.T @ z, (x + a @ z).T).T
-    px, pa = _GraphProjector(n, F64, torch.device("cpu")).project(x, a)
+    px, pa = _GraphProjector(n, F64, torch.device("cpu")).project(torch.stack((x, a)))
     torch.testing.assert_close(px, x_star)
     torch.testing.assert_close(pa, x_star @ z.T)
 

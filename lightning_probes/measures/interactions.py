@@ -39,10 +39,13 @@ from torch import Tensor
 
 __all__ = [
     "AndOrDecomposition",
+    "FeatureGroups",
+    "ImagePatches",
     "InteractionChange",
     "LinearProbe",
     "LogOdds",
     "Players",
+    "TokenPositions",
     "and_or_interactions",
     "count_by_order",
     "dense_mobius_matrix",
@@ -419,11 +422,10 @@ class _GraphProjector:
         self._forward_blocks: dict[int, Tensor] = {}
         self._backward_blocks: dict[int, Tensor] = {}
 
-    def project(self, x: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
-        """Project pairs (x, a), shape (..., m) each, onto a = Z x."""
-        h = _kronecker(torch.stack((x, a)), self.forward, self._forward_blocks).sum(0) * self.damping  # (..., m)
-        out = _kronecker(h[None].expand(2, *h.shape), self.backward, self._backward_blocks)
-        return out[0], out[1]
+    def project(self, pairs: Tensor) -> Tensor:
+        """Project pairs (x, a) = (pairs[0], pairs[1]), shape (2, ..., m), onto a = Z x; returns (x*, a*) stacked."""
+        h = _kronecker(pairs, self.forward, self._forward_blocks).sum(0) * self.damping  # (..., m)
+        return _kronecker(h[None].expand(2, *h.shape), self.backward, self._backward_blocks)
 
 
 def _solve_admm(
@@ -450,26 +452,25 @@ def _solve_admm(
     free = torch.ones(m, dtype=work_dtype, device=u.device)
     free[0] = 0.0  # q_∅ is unpenalised; p_∅ is fixed to 0
     lo_w, hi_w, threshold_w = lo.to(work_dtype), hi.to(work_dtype), threshold.to(work_dtype)
-    w = torch.zeros(4, bsz, m, dtype=work_dtype, device=u.device)  # (p, q, a, o)
+    w = torch.zeros(4, bsz, m, dtype=work_dtype, device=u.device)  # (p, q, a, R o): OR values reflected
+    thresholds = torch.stack((threshold_w.expand(bsz, m), threshold_w * free))  # (2, B, m); q_∅ is free
     best_p, best_q = _repair(torch.zeros_like(u), torch.zeros_like(u), lo, hi)
     best = _l1(best_p, best_q)
     bound = torch.full((bsz,), -math.inf, dtype=u.dtype, device=u.device)
     history: list[Tensor] = []
     it = 0
     while it < max_iter:
-        p, q, a, o = w
-        p = torch.sign(p) * (p.abs() - threshold_w).clamp_min(0.0)
-        p[:, 0] = 0.0
-        q = torch.sign(q) * (q.abs() - threshold_w * free).clamp_min(0.0)
-        total = a + o
-        excess = 0.5 * (total - torch.minimum(torch.maximum(total, lo_w), hi_w))  # slab projection, per subset
-        x = torch.stack((p, q, a - excess, o - excess))  # (4, B, m)
-        r = 2 * x - w
-        interactions, values = graph.project(
-            torch.stack((r[0], r[1])), torch.stack((r[2], r[3].flip(-1)))
-        )  # AND graph and (reflected) OR graph in one batched call
-        z = torch.stack((interactions[0], interactions[1], values[0], values[1].flip(-1)))
-        w = w + _RELAX * (z - x)
+        # prox of f: soft threshold on (p, q); slab projection of (a_T, o_T), o kept reflected in w[3]
+        x = torch.empty_like(w)
+        x[:2] = torch.sign(w[:2]) * (w[:2].abs() - thresholds).clamp_min(0.0)
+        x[0, :, 0] = 0.0
+        total = w[2] + w[3].flip(-1)
+        excess = 0.5 * (total - torch.minimum(torch.maximum(total, lo_w), hi_w))  # (B, m)
+        x[2] = w[2] - excess
+        x[3] = w[3] - excess.flip(-1)
+        # projection onto both graphs at once: rows (p, q) and values (a, R o) in reflected frames are aligned
+        z = graph.project((2 * x - w).view(2, 2 * bsz, m)).view(4, bsz, m)
+        w += _RELAX * (z - x)
         it += 1
         if it % check_every == 0 or it == max_iter:
             rp, rq = _repair(z[0].to(u.dtype), z[1].to(u.dtype), lo, hi)
@@ -900,23 +901,7 @@ class Players:
         names: Sequence[str] | None = None,
     ) -> Players:
         """Players from lists of flat element indices of a sample of the given shape; overlapping sets are an error."""
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        size = math.prod(shape)
-        groups = torch.full((size,), -1, dtype=torch.long)
-        for player, members in enumerate(sets):
-            idx = torch.as_tensor([members] if isinstance(members, int) else list(members), dtype=torch.long)
-            if idx.numel() == 0:
-                raise ValueError(f"Player {player} is empty; every player needs at least one input element.")
-            if bool(((idx < 0) | (idx >= size)).any()):
-                raise ValueError(f"Player {player} has indices outside 0..{size - 1} (the input has {size} elements).")
-            taken = groups[idx] >= 0
-            if bool(taken.any()):
-                raise ValueError(
-                    f"Players overlap: element {int(idx[taken][0])} is in player {int(groups[idx[taken][0]])} and "
-                    f"player {player}; players must partition the input (each element in at most one player)."
-                )
-            groups[idx] = player
-        return cls(groups.view(shape), rest=rest, names=names)
+        return cls(_groups_from_sets(sets, shape), rest=rest, names=names)
 
     @classmethod
     def features(
@@ -924,7 +909,7 @@ class Players:
         names: Sequence[str] | None = None,
     ) -> Players:
         """Tabular players: player i is the feature (or group of features) ``indices[i]`` of (B, num_features) inputs."""
-        return cls.from_sets(indices, num_features, rest=rest, names=names)
+        return FeatureGroups(indices, num_features, rest=rest, names=names)
 
     @classmethod
     def tokens(
@@ -935,7 +920,7 @@ class Players:
 
         For token ids give the mask token id as the baseline (a scalar); for embeddings the default mean works.
         """
-        return cls.from_sets(positions, seq_len, rest=rest, names=names)
+        return TokenPositions(positions, seq_len, rest=rest, names=names)
 
     @classmethod
     def image_patches(
@@ -957,29 +942,7 @@ class Players:
             >>> p.n, p.groups[0].tolist(), p.groups[3].tolist()
             (2, [1, 1, -1, -1], [-1, -1, 0, 0])
         """
-        if len(grid) != 2 or min(grid) < 1:
-            raise ValueError(f"grid must be (rows, cols) of positive ints, got {tuple(grid)}.")
-        if len(image_shape) not in (2, 3):
-            raise ValueError(f"image_shape must be (H, W) or (C, H, W), got {tuple(image_shape)}.")
-        h, w = image_shape[-2:]
-        gh, gw = grid
-        if h % gh or w % gw:
-            raise ValueError(f"grid {tuple(grid)} does not divide the image {h}x{w} into equal patches.")
-        rows = torch.arange(h) // (h // gh)
-        cols = torch.arange(w) // (w // gw)
-        patch = rows[:, None] * gw + cols[None, :]  # (H, W) patch index
-        chosen = list(range(gh * gw)) if select is None else [int(s) for s in select]
-        if len(set(chosen)) != len(chosen) or any(not 0 <= s < gh * gw for s in chosen):
-            raise ValueError(f"select must list distinct patch indices in 0..{gh * gw - 1}, got {chosen}.")
-        lookup = torch.full((gh * gw,), -1, dtype=torch.long)
-        lookup[torch.as_tensor(chosen, dtype=torch.long)] = torch.arange(len(chosen))
-        groups = lookup[patch]  # (H, W)
-        if len(image_shape) == 3:
-            groups = groups.expand(image_shape[0], h, w)
-        if flatten:
-            groups = groups.flatten()
-        names = [f"p{s // gw},{s % gw}" for s in chosen]
-        return cls(groups.contiguous(), rest=rest, names=names)
+        return ImagePatches(grid, image_shape, select=select, rest=rest, flatten=flatten)
 
     def element_mask(self, keep: Tensor) -> Tensor:
         """Which input elements keep their value, (R, *groups.shape), for player masks keep (R, n)."""
@@ -1011,6 +974,91 @@ class Players:
         elem = elem.view(*elem.shape, *([1] * (x.ndim - elem.ndim)))  # broadcast trailing dims (embeddings)
         base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
         return torch.where(elem, x, base)
+
+
+def _groups_from_sets(sets: Sequence[Sequence[int] | int], shape: Sequence[int] | int) -> Tensor:
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    size = math.prod(shape)
+    groups = torch.full((size,), -1, dtype=torch.long)
+    for player, members in enumerate(sets):
+        idx = torch.as_tensor([members] if isinstance(members, int) else list(members), dtype=torch.long)
+        if idx.numel() == 0:
+            raise ValueError(f"Player {player} is empty; every player needs at least one input element.")
+        if bool(((idx < 0) | (idx >= size)).any()):
+            raise ValueError(f"Player {player} has indices outside 0..{size - 1} (the input has {size} elements).")
+        taken = groups[idx] >= 0
+        if bool(taken.any()):
+            raise ValueError(
+                f"Players overlap: element {int(idx[taken][0])} is in player {int(groups[idx[taken][0]])} and "
+                f"player {player}; players must partition the input (each element in at most one player)."
+            )
+        groups[idx] = player
+    return groups.view(shape)
+
+
+def _patch_groups(
+    grid: Sequence[int], image_shape: Sequence[int], select: Sequence[int] | None, flatten: bool
+) -> tuple[Tensor, list[str]]:
+    if len(grid) != 2 or min(grid) < 1:
+        raise ValueError(f"grid must be (rows, cols) of positive ints, got {tuple(grid)}.")
+    if len(image_shape) not in (2, 3):
+        raise ValueError(f"image_shape must be (H, W) or (C, H, W), got {tuple(image_shape)}.")
+    h, w = image_shape[-2:]
+    gh, gw = grid
+    if h % gh or w % gw:
+        raise ValueError(f"grid {tuple(grid)} does not divide the image {h}x{w} into equal patches.")
+    rows = torch.arange(h) // (h // gh)
+    cols = torch.arange(w) // (w // gw)
+    patch = rows[:, None] * gw + cols[None, :]  # (H, W) patch index
+    chosen = list(range(gh * gw)) if select is None else [int(s) for s in select]
+    if len(set(chosen)) != len(chosen) or any(not 0 <= s < gh * gw for s in chosen):
+        raise ValueError(f"select must list distinct patch indices in 0..{gh * gw - 1}, got {chosen}.")
+    lookup = torch.full((gh * gw,), -1, dtype=torch.long)
+    lookup[torch.as_tensor(chosen, dtype=torch.long)] = torch.arange(len(chosen))
+    groups = lookup[patch]  # (H, W)
+    if len(image_shape) == 3:
+        groups = groups.expand(image_shape[0], h, w)
+    if flatten:
+        groups = groups.flatten()
+    return groups.contiguous(), [f"p{s // gw},{s % gw}" for s in chosen]
+
+
+class ImagePatches(Players):
+    """Image players: equal patches of a grid (``select`` picks which patches play); see :meth:`Players.image_patches`.
+
+    A class of its own so configs can build it (``class_path: lightning_probes.measures.interactions.ImagePatches``).
+
+    Example:
+        >>> ImagePatches((4, 4), (8, 8), select=[5, 6, 9, 10], flatten=True)
+        Players(n=4, shape=(64,), rest='keep')
+    """
+
+    def __init__(
+        self, grid: Sequence[int], image_shape: Sequence[int], select: Sequence[int] | None = None,
+        rest: str = "keep", flatten: bool = False,
+    ) -> None:
+        groups, names = _patch_groups(grid, image_shape, select, flatten)
+        super().__init__(groups, rest=rest, names=names)
+
+
+class FeatureGroups(Players):
+    """Tabular players: player i is feature (or feature group) ``indices[i]``; see :meth:`Players.features`."""
+
+    def __init__(
+        self, indices: Sequence[Sequence[int] | int], num_features: int, rest: str = "keep",
+        names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(_groups_from_sets(indices, num_features), rest=rest, names=names)
+
+
+class TokenPositions(Players):
+    """Sequence players: player i is token position (or span) ``positions[i]``; see :meth:`Players.tokens`."""
+
+    def __init__(
+        self, positions: Sequence[Sequence[int] | int], seq_len: int, rest: str = "keep",
+        names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(_groups_from_sets(positions, seq_len), rest=rest, names=names)
 
 
 def masked_outputs(
