@@ -39,16 +39,21 @@ def _best_time(fn: Callable[[], object], repeat: int = 5) -> float:
 
 
 def bench_transforms(batch: int) -> None:
-    print(f"\n## Möbius transform of {batch} games: butterfly vs dense matrix (float64)")
-    print("| n | butterfly | dense matmul | ratio (dense / fast) | max |difference| |")
-    print("|---|---|---|---|---|")
+    print(f"\n## Möbius transform of {batch} games: fast (Kronecker butterfly, 1 thread) vs dense matrix (float64)")
+    print("| n | fast | dense matmul (all threads) | dense (1 thread) | ratio dense / fast | max abs difference |")
+    print("|---|---|---|---|---|---|")
+    threads = torch.get_num_threads()
     for n in (10, 12):
         f = torch.randn(batch, 1 << n, dtype=torch.float64)
         dense = dense_mobius_matrix(n)  # built once, not timed (it alone is 4^n entries)
         fast_t = _best_time(lambda: mobius_transform(f))
         dense_t = _best_time(lambda: f @ dense.T)
+        torch.set_num_threads(1)
+        dense_1 = _best_time(lambda: f @ dense.T)
+        torch.set_num_threads(threads)
         err = (mobius_transform(f) - f @ dense.T).abs().max().item()
-        print(f"| {n} | {fast_t * 1e3:.2f} ms | {dense_t * 1e3:.2f} ms | {dense_t / fast_t:.0f}x | {err:.1e} |")
+        print(f"| {n} | {fast_t * 1e3:.2f} ms | {dense_t * 1e3:.2f} ms | {dense_1 * 1e3:.2f} ms | "
+              f"{min(dense_t, dense_1) / fast_t:.0f}x | {err:.1e} |")
 
 
 def digits_games(num_samples: int, seed: int = 0) -> torch.Tensor:
@@ -95,12 +100,49 @@ def bench_solvers(name: str, v: torch.Tensor, run_lp: bool) -> None:
         )
 
 
+def bench_monitor_probe() -> None:
+    """One probe of the digits example: 16 samples, n = 10, 2 layers (+ the output), as the monitor runs it."""
+    from lightning_probes.measures.interactions import ImagePatches
+    from lightning_probes.models import MLPClassifier
+    from lightning_probes.monitors.interactions import InteractionMonitor
+    from lightning_probes.probe_set import probing
+
+    torch.manual_seed(0)
+    x, y = load_digits_tensors()
+    model = MLPClassifier(in_features=64, hidden=(64, 64), num_classes=10)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):  # a partly trained network, as mid-run
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    monitor = InteractionMonitor(
+        ImagePatches((4, 4), (8, 8), select=DIGITS_PLAYERS, flatten=True), layers=["features.1", "features.3"],
+        num_samples=16, max_samples=512, probe_data=(x, y),
+    )
+    monitor.probe_set.materialise()
+    print("\n## One InteractionMonitor probe of the digits example (16 samples, n = 10, 2 layers + output)")
+    print("| pictures | time | target |")
+    print("|---|---|---|")
+    for pictures in (False, True):
+        monitor.render_images = pictures
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            with probing(model):
+                report = monitor.measure(None, model)  # type: ignore[arg-type]
+            times.append(time.perf_counter() - start)
+        print(f"| {'yes' if pictures else 'no'} | {min(times):.2f} s (best of 3) | < 5 s |")
+    print(f"n_salient = {report.scalars['n_salient']:.1f}, features.3 completeness = "
+          f"{report.scalars['features.3/completeness']:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples")
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    bench_monitor_probe()
     bench_transforms(batch=4 if args.quick else 16)
     samples = 2 if args.quick else 4
     bench_solvers("digits MLP, 10 patch players", digits_games(samples), run_lp=True)
