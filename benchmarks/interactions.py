@@ -1,9 +1,10 @@
 """Benchmarks of the AND-OR interaction measures (issue 4), each against a baseline measured in the same run.
 
+0. One InteractionMonitor probe of the digits example (16 samples, n = 10, 2 layers + output).
 1. Fast Möbius (butterfly) transform vs the dense 2^n×2^n matrix product at n = 10 and 12.
-2. Sparse AND-OR decomposition at n = 10: the default (ADMM / Douglas-Rachford on the fast transforms) and the exact LP (HiGHS)
-   against the reference recipe (10^4 steps of SGD-momentum, lr 1e-5 → 1e-6, dense matrices): time ratio and
-   objective, on games of a digits MLP (10 patch players) and on random games.
+2. Sparse AND-OR decomposition at n = 10: the default (ADMM / Douglas-Rachford on the fast transforms) and the
+   exact LP (HiGHS) against the reference recipe (10^4 steps of SGD-momentum, lr 1e-5 → 1e-6, dense matrices):
+   time ratio and objective, on games of a digits MLP (10 patch players) and on random games.
 
 Run: ``python benchmarks/interactions.py`` (add ``--quick`` for fewer samples).
 """

@@ -908,7 +908,7 @@ class Players:
         cls, indices: Sequence[Sequence[int] | int], num_features: int, rest: str = "keep",
         names: Sequence[str] | None = None,
     ) -> Players:
-        """Tabular players: player i is the feature (or group of features) ``indices[i]`` of (B, num_features) inputs."""
+        """Tabular players: player i is the feature (or feature group) ``indices[i]`` of (B, num_features) inputs."""
         return FeatureGroups(indices, num_features, rest=rest, names=names)
 
     @classmethod

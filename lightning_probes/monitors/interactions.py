@@ -32,7 +32,7 @@ from lightning_probes.measures.interactions import (
     strongest_interactions,
 )
 from lightning_probes.monitors.base import Monitor, Report
-from lightning_probes.probe_set import capture, module_names, resolve_module
+from lightning_probes.probe_set import capture, resolve_module
 from lightning_probes.tensorboard import bar_image, line_image, markdown_table
 
 __all__ = ["InteractionMonitor"]
@@ -309,7 +309,9 @@ class InteractionMonitor(Monitor):
                                         layer["mask"], out["mask"])
             layer["completeness"] = change.completeness
             layer["redundancy"] = change.redundancy
-            self.last_by_order[name] = {"completeness": change.completeness.cpu(), "redundancy": change.redundancy.cpu()}
+            self.last_by_order[name] = {
+                "completeness": change.completeness.cpu(), "redundancy": change.redundancy.cpu()
+            }
             scalars[f"{name}/completeness"] = _nan_to_num(torch.nanmean(change.completeness[1:]))
             scalars[f"{name}/redundancy"] = _nan_to_num(torch.nanmean(change.redundancy[1:]))
             scalars[f"{name}/iou"] = _nan_to_num(salient_iou(layer["mask"], out["mask"]).mean())
