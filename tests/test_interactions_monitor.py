@@ -42,7 +42,7 @@ def test_fit_logs_every_tag_the_dashboard_pictures_and_text(tmp_path):
     for image in ("sparsity", "order_histogram", "completeness_per_order", "redundancy_per_order"):
         assert events.images[f"probes/interactions/{image}"] == [0, 20], image
     text = events.texts["probes/interactions/strongest"][-1]
-    assert "| sample | type | players | order | I(S) |" in text and "{p" in text
+    assert "| sample | type | players | order | I(S) |" in text and "{r" in text
     assert "salient interactions" in events.charts()["probes/interactions"]
     # the logged values are the monitor's own, and they are sane
     assert dict(events.scalars["probes/interactions/n_salient"]) == pytest.approx(
@@ -160,4 +160,4 @@ def test_bad_arguments_fail_in_the_constructor(bad):
 
 def test_players_object_is_what_the_monitor_masks():
     p = players(3)
-    assert isinstance(p, Players) and p.n == 3 and p.names == ["p1,1", "p1,2", "p2,1"]
+    assert isinstance(p, Players) and p.n == 3 and p.names == ["r1c1", "r1c2", "r2c1"]

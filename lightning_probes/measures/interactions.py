@@ -1020,7 +1020,7 @@ def _patch_groups(
         groups = groups.expand(image_shape[0], h, w)
     if flatten:
         groups = groups.flatten()
-    return groups.contiguous(), [f"p{s // gw},{s % gw}" for s in chosen]
+    return groups.contiguous(), [f"r{s // gw}c{s % gw}" for s in chosen]  # row, column of the patch
 
 
 class ImagePatches(Players):
