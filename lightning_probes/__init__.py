@@ -7,7 +7,9 @@ Example:
 
 from lightning_probes.monitors.base import Monitor, Report
 from lightning_probes.monitors.condensation import CondensationMonitor
+from lightning_probes.measures.interactions import FeatureGroups, ImagePatches, Players, TokenPositions
 from lightning_probes.monitors.interaction_basis import InteractionBasisMonitor
+from lightning_probes.monitors.interactions import InteractionMonitor
 from lightning_probes.monitors.spectrum import FeatureSpectrumMonitor
 from lightning_probes.probe_set import ProbeSet
 from lightning_probes.schedules import Schedule, budget, every, log_spaced
@@ -18,13 +20,18 @@ __version__ = "0.1.0"
 __all__ = [
     "CondensationMonitor",
     "FeatureSpectrumMonitor",
+    "FeatureGroups",
+    "ImagePatches",
     "InteractionBasisMonitor",
+    "InteractionMonitor",
     "Monitor",
+    "Players",
     "ProbeSet",
     "Report",
     "Schedule",
     "StopOnRegime",
     "StopWhen",
+    "TokenPositions",
     "Trigger",
     "budget",
     "every",
