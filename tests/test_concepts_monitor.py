@@ -150,7 +150,7 @@ def test_unknown_layer_lists_the_modules(tmp_path):
 
 def test_concepts_not_aligned_with_the_probe_set(tmp_path):
     data = make_shapes(8, size=16)
-    monitor = ConceptMonitor("conv2", data.concepts, data.concept_names, probe_data=data.images[:6], max_samples=6)
+    monitor = ConceptMonitor("conv2", data.concepts, data.concept_names, probe_data=data.images[:6])
     with pytest.raises(ValueError, match="describe 8 samples but the probe set has 6"):
         shapes_fit(tmp_path, monitor)
 
@@ -177,7 +177,7 @@ def test_units_out_of_range(tmp_path):
 @pytest.mark.parametrize("bad", [
     dict(num_clusters=0), dict(max_length=4), dict(iou_threshold=2.0), dict(search="greedy"), dict(time_budget=0),
     dict(units=[]), dict(units=[1, 1]), dict(units=[-1]), dict(beam_width=0), dict(layer=""),
-    dict(concept_names=["a"]), dict(probe_data="val"),
+    dict(concept_names=["a"]), dict(probe_data="val"), dict(max_samples=4),
 ])
 def test_bad_arguments_fail_in_the_constructor(bad):
     kwargs = dict(layer="conv2", concepts=ShapesProbe(8, size=16))

@@ -25,7 +25,7 @@ from lightning_probes.measures.explanations import (
     prepare_concepts,
 )
 from lightning_probes.monitors.base import Monitor, Report
-from lightning_probes.probe_set import capture, probing, resolve_module
+from lightning_probes.probe_set import Source, capture, probing, resolve_module
 from lightning_probes.tensorboard import heatmap_image, markdown_table
 
 __all__ = ["ConceptMonitor"]
@@ -60,8 +60,11 @@ class ConceptMonitor(Monitor):
         time_budget: seconds allowed to one exact search before it falls back to beam search (None: no limit).
         beam_width: beam size (paper: 5).
         first_beam: atoms in the first beam (paper: 10).
-        **kwargs: the :class:`~lightning_probes.monitors.base.Monitor` arguments (schedule, probe_data, ...).
-            With a ``ConceptProbe``, ``probe_data`` comes from it.
+        probe_data: the probe inputs the concepts describe, sample for sample: ``x``, ``(x, y)`` or a Dataset;
+            taken from a ``ConceptProbe``; with a concept tensor and no probe_data, the first N samples of the
+            training dataset (read by index, so unaffected by shuffling).
+        max_samples: leave unset: the probe set is exactly the N samples the concepts describe.
+        **kwargs: the other :class:`~lightning_probes.monitors.base.Monitor` arguments (schedule, triggers, ...).
 
     Example:
         >>> from lightning_probes.datasets import ShapesProbe
@@ -84,12 +87,14 @@ class ConceptMonitor(Monitor):
         time_budget: float | None = 10.0,
         beam_width: int = 5,
         first_beam: int = 10,
+        probe_data: Source | None = None,
+        max_samples: int | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(concepts, ConceptProbe):
-            if "probe_data" in kwargs:
+            if probe_data is not None:
                 raise ValueError("a ConceptProbe carries its own probe inputs; do not also pass probe_data.")
-            kwargs["probe_data"] = concepts.inputs if concepts.targets is None else (concepts.inputs, concepts.targets)
+            probe_data = concepts.inputs if concepts.targets is None else (concepts.inputs, concepts.targets)
             concept_names = list(concepts.concept_names) if concept_names is None else concept_names
             concepts = concepts.concepts
         if not isinstance(concepts, Tensor):
@@ -97,8 +102,10 @@ class ConceptMonitor(Monitor):
         # validates dtype, shape, emptiness; per-sample concepts get their table once the map size is known
         table = prepare_concepts(concepts)
         self._table: ConceptTable | None = table if concepts.dim() == 4 else None
-        kwargs.setdefault("max_samples", len(concepts))
-        super().__init__(**kwargs)
+        if max_samples is not None and max_samples < len(concepts):
+            raise ValueError(f"max_samples={max_samples} would cut the probe set below the {len(concepts)} samples the "
+                             "concepts describe; leave max_samples unset (it follows the concepts).")
+        super().__init__(probe_data="train" if probe_data is None else probe_data, max_samples=len(concepts), **kwargs)
         if not isinstance(layer, str) or not layer:
             raise ValueError("layer must name a module whose output holds the units, e.g. layer='conv2'.")
         self.layer = layer
