@@ -50,7 +50,7 @@ def main() -> None:
         ranges = "  ".join(f"{s[f'mean_iou_range_{c}']:7.3f}" for c in range(1, 6))
         print(f"  {step:>4}  {ranges}  {s['specialisation']:14.3f}  {int(s['n_units_explained']):>9}"
               f"  {int(s['n_inactive_units']):>8}")
-    print(f"\nfinal formulas (unit/range -> formula):")
+    print("\nfinal formulas (unit/range -> formula):")
     for key, name in sorted(monitor.last_formulas.items(), key=lambda kv: tuple(map(int, kv[0].split("/")))):
         print(f"  {key:>6}  {name}")
     print(f"val accuracy: {float(trainer.callback_metrics['val/acc']):.3f}")

@@ -225,6 +225,11 @@ def upsample_activations(activations: Tensor, size: tuple[int, int]) -> Tensor:
 def range_masks(activations: Tensor, ranges: Tensor) -> Tensor:
     """Unit masks M_c(x) = 1[min_c <= a(x) <= max_c], one per range.
 
+    Closed ranges (the issue's [min_c, max_c]): on the raw activations M_c is then exactly cluster c. The
+    reference code and SCIENCE.md step 2 use strict inequalities, which drop each cluster's own extreme
+    values (and empty a cluster of one distinct value); after bilinear upsampling the two differ only on
+    positions whose value equals a range end.
+
     Args:
         activations: one unit's (upsampled) activations, any shape S.
         ranges: (R, 2) from :func:`activation_ranges`.
