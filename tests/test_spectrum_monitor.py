@@ -44,6 +44,7 @@ def test_fit_logs_every_tag_the_dashboard_and_pictures(tmp_path):
     assert "probes/spectrum/cumulative_power" in events.images
     assert events.histograms["probes/spectrum/log10_eigenvalues"] == [0, 20, 25]
     assert "| step | regime |" in events.texts["probes/spectrum/regime_history"][-1]
+    assert len(events.texts["probes/spectrum/regime_history"]) == 4  # text on every probe, pictures on their cadence
     charts = events.charts()
     assert "regime and features used" in charts["probes/spectrum"]
     # the logged values are the monitor's own history

@@ -56,8 +56,8 @@ class Monitor(Callback):
             step tries again) or ``"raise"``.
         at_start: also probe before the first optimizer step (step 0).
         at_end: also probe when training ends (if the last step was not probed already).
-        images_every: render pictures on every ``images_every``-th probe (and the last); pictures cost more than
-            scalars, so they get a sparser cadence. 0 turns pictures off.
+        images_every: render pictures and histograms on every ``images_every``-th probe (and the last); they cost
+            more than scalars, so they get a sparser cadence (text tables go out on every probe). 0 turns them off.
     """
 
     name: ClassVar[str] = "monitor"
@@ -268,8 +268,8 @@ class Monitor(Callback):
         if report is not None:
             self.history.append((step, dict(report.scalars)))
             self._publish(trainer, pl_module, report, step, can_log)
-            if self.render_images:
-                self._publish_artefacts(trainer, report, step)
+            # texts are cheap and go out on every probe; a monitor adds pictures only when render_images is set
+            self._publish_artefacts(trainer, report, step)
         if not final:
             self._decide_stop(trainer, report, step)
         spent = time.perf_counter() - start

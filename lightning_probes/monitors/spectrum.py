@@ -160,7 +160,7 @@ class FeatureSpectrumMonitor(Monitor):
         scalars = summary.scalars()
         if self.classification and self.neural_collapse:
             scalars.update(self._collapse(trainer, pl_module, value, head, rank, world))
-        report = Report(scalars=scalars)
+        report = Report(scalars=scalars, texts={"regime_history": self._regime_table(summary)})
         if self.render_images:
             self._pictures(report, summary)
         return report
@@ -199,7 +199,6 @@ class FeatureSpectrumMonitor(Monitor):
             hlines={f"ρ = {self.power_threshold}": self.power_threshold}, vlines={f"C = {c}": c},
         )
         report.histograms["log10_eigenvalues"] = torch.log10(lam)
-        report.texts["regime_history"] = self._regime_table(summary)
 
     def _regime_table(self, summary: SpectrumSummary) -> str:
         rows, last = [], None
