@@ -247,3 +247,38 @@ def test_exception_in_measure_warns_and_continues_unless_raise(tmp_path):
     assert t.global_step == 10
     with pytest.raises(RuntimeError, match="boom"):
         fit(tmp_path, Broken(schedule=every(5), on_error="raise"), max_steps=10)
+
+
+@pytest.mark.parametrize("nc4_means", ["previous", "current"])
+def test_nc4_equals_a_nearest_class_mean_classifier_built_from_the_chosen_means(tmp_path, nc4_means):
+    import copy
+
+    x, y = load_digits_tensors()
+    probe_x, probe_y = x[:300], y[:300]
+    snapshots = {}
+
+    class Snapshot(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            if trainer.global_step % 5 == 0:
+                snapshots[trainer.global_step] = copy.deepcopy(pl_module.state_dict())
+
+    monitor = FeatureSpectrumMonitor(schedule=every(5), images_every=0, probe_data=(probe_x, probe_y),
+                                     nc4_means=nc4_means, at_start=False, at_end=False)
+    fit(tmp_path, monitor, max_steps=15, callbacks=[Snapshot(), monitor], logger=False)
+    model = small_model().eval()
+
+    def features_and_logits(step):
+        model.load_state_dict(snapshots[step])
+        with torch.no_grad():
+            phi = model.features(probe_x)
+            return phi, model.classifier(phi)
+
+    def class_means(phi):
+        return torch.stack([phi[probe_y == c].mean(0) for c in range(10)])
+
+    for (step, scalars), previous_step in zip(monitor.history, [None, 5, 10]):
+        phi, logits = features_and_logits(step)
+        means_step = previous_step if nc4_means == "previous" and previous_step is not None else step
+        means = class_means(features_and_logits(means_step)[0])
+        nearest = torch.cdist(phi, means).argmin(1)
+        assert scalars["nc4"] == pytest.approx(float((nearest == logits.argmax(1)).double().mean()), abs=1e-12), step

@@ -40,10 +40,11 @@ _F64 = torch.float64
 class FeatureStatistics(Metric):
     """Streaming sufficient statistics of features Φ and targets y (sum-reduced across batches and ranks).
 
-    States (all float64): ``n`` = N, ``feature_sum`` = Σ Φ (p,), ``gram`` = Σ Φ Φᵀ (p, p),
-    ``cross`` = Σ Φ yᵀ (p, C), ``target_sum`` = Σ y (C,), ``target_sq`` = Σ ‖y‖², and with classes
-    ``class_counts`` = n_c (C,), ``class_sums`` = Σ_{y=c} Φ (C, p). ``nonfinite`` counts samples whose
-    features hold NaN/Inf; their values still enter the sums so every rank sees the same (poisoned) result.
+    One float64 state holds them all: the moment matrix Σ_n z zᵀ of z = [Φ, y, 1] (size p + C + 1), so a batch
+    costs a single matrix product. Its blocks are S = Σ Φ Φᵀ (p, p), B = Σ Φ yᵀ (p, C), Σ y yᵀ (C, C),
+    s = Σ Φ (p,), Σ y (C,) and N; for one-hot classes Bᵀ holds the class sums Σ_{y=c} Φ (C, p) and the diagonal
+    of Σ y yᵀ the class counts n_c. ``nonfinite`` counts samples whose features hold NaN/Inf; their values still
+    enter the sums so every rank sees the same (poisoned) result. Memory O((p + C)²), independent of N.
 
     Args:
         num_features: p, the feature dimension.
@@ -69,17 +70,9 @@ class FeatureStatistics(Metric):
         self.num_features = num_features
         self.num_outputs = num_outputs
         self.classification = classification
-        p, c = num_features, num_outputs
-        self.add_state("n", torch.zeros((), dtype=_F64), dist_reduce_fx="sum")
+        size = num_features + num_outputs + 1
+        self.add_state("moments", torch.zeros(size, size, dtype=_F64), dist_reduce_fx="sum")
         self.add_state("nonfinite", torch.zeros((), dtype=_F64), dist_reduce_fx="sum")
-        self.add_state("feature_sum", torch.zeros(p, dtype=_F64), dist_reduce_fx="sum")
-        self.add_state("gram", torch.zeros(p, p, dtype=_F64), dist_reduce_fx="sum")
-        self.add_state("cross", torch.zeros(p, c, dtype=_F64), dist_reduce_fx="sum")
-        self.add_state("target_sum", torch.zeros(c, dtype=_F64), dist_reduce_fx="sum")
-        self.add_state("target_sq", torch.zeros((), dtype=_F64), dist_reduce_fx="sum")
-        if classification:
-            self.add_state("class_counts", torch.zeros(c, dtype=_F64), dist_reduce_fx="sum")
-            self.add_state("class_sums", torch.zeros(c, p, dtype=_F64), dist_reduce_fx="sum")
         # the rank tolerance depends on the precision the features were computed in (see `diagonalise`):
         # the coarsest floating dtype seen wins; integer features are exact and use float32's default
         self.feature_eps = 0.0
@@ -88,22 +81,18 @@ class FeatureStatistics(Metric):
         """Add a batch: features (B, p); targets (B,) class indices, or (B, C) / (B,) real values."""
         if features.ndim != 2 or features.shape[1] != self.num_features:
             raise ValueError(f"features must have shape (B, {self.num_features}), got {tuple(features.shape)}.")
-        y = self._targets(targets, len(features))  # (B, C) float64
+        batch = len(features)
         if features.is_floating_point():
             self.feature_eps = max(self.feature_eps, torch.finfo(features.dtype).eps)
-        phi = features.detach().to(_F64)  # (B, p)
-        self.nonfinite += (~torch.isfinite(phi).all(dim=1)).sum()
-        self.n += len(phi)
-        self.feature_sum += phi.sum(0)
-        self.gram += phi.T @ phi
-        self.cross += phi.T @ y
-        self.target_sum += y.sum(0)
-        self.target_sq += (y * y).sum()
-        if self.classification:
-            self.class_counts += y.sum(0)
-            self.class_sums += y.T @ phi
+        p, c = self.num_features, self.num_outputs
+        z = features.new_empty((batch, p + c + 1), dtype=_F64)  # z = [Φ, y, 1]
+        z[:, :p] = features.detach()
+        self._write_targets(z[:, p : p + c], targets, batch)
+        z[:, -1] = 1.0
+        self.nonfinite += (~torch.isfinite(z[:, :p]).all(dim=1)).sum()
+        self.moments.addmm_(z.T, z)
 
-    def _targets(self, targets: Tensor, batch: int) -> Tensor:
+    def _write_targets(self, out: Tensor, targets: Tensor, batch: int) -> None:
         if len(targets) != batch:
             raise ValueError(f"got {batch} feature rows but {len(targets)} targets.")
         if self.classification:
@@ -113,19 +102,23 @@ class FeatureStatistics(Metric):
                 raise ValueError(
                     f"class indices must lie in [0, {self.num_outputs}); got {int(targets.min())}..{int(targets.max())}."
                 )
-            return torch.nn.functional.one_hot(targets.long(), self.num_outputs).to(_F64)
-        y = targets.detach().to(_F64).reshape(batch, -1)
+            out.zero_().scatter_(1, targets.long().view(-1, 1), 1.0)  # one-hot
+            return
+        y = targets.detach().reshape(batch, -1)
         if y.shape[1] != self.num_outputs:
             raise ValueError(f"regression targets must have {self.num_outputs} values per sample, got {y.shape[1]}.")
-        return y
+        out.copy_(y)
 
     def compute(self) -> FeatureStatisticsValue:
-        """The summed statistics (synchronised across ranks by torchmetrics)."""
-        classes = self.classification
+        """The summed statistics (synchronised across ranks by torchmetrics), as views of the moment blocks."""
+        p, c, m = self.num_features, self.num_outputs, self.moments
+        yy = m[p : p + c, p : p + c]  # (C, C) Σ y yᵀ
+        cross = m[:p, p : p + c]  # (p, C)
         return FeatureStatisticsValue(
-            n=self.n, nonfinite=self.nonfinite, feature_sum=self.feature_sum, gram=self.gram, cross=self.cross,
-            target_sum=self.target_sum, target_sq=self.target_sq,
-            class_counts=self.class_counts if classes else None, class_sums=self.class_sums if classes else None,
+            n=m[-1, -1], nonfinite=self.nonfinite, feature_sum=m[:p, -1], gram=m[:p, :p], cross=cross,
+            target_sum=m[p : p + c, -1], target_sq=torch.trace(yy),
+            class_counts=torch.diagonal(yy) if self.classification else None,
+            class_sums=cross.T if self.classification else None,
             feature_eps=self.feature_eps or torch.finfo(torch.float32).eps,
         )
 
@@ -241,7 +234,7 @@ def diagonalise(
         ([4.0, 1.0, 0.0], 2)
     """
     sigma = second_moment.to(_F64)
-    evals, evecs = torch.linalg.eigh((sigma + sigma.T) / 2)  # ascending
+    evals, evecs = torch.linalg.eigh(sigma)  # ascending; reads one triangle, so no symmetrising copy
     evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
     tol = _rank_tolerance(evals, size or len(evals), feature_eps)
     rank = int((evals > tol).sum())
@@ -382,10 +375,13 @@ def neural_collapse(
     n = stats.n
     mu_c = class_means[present]  # (K, p)
     mu_g = stats.feature_sum / n  # (p,)
-    within = stats.gram / n - (counts[present, None, None] * mu_c[:, :, None] * mu_c[:, None, :]).sum(0) / n
+    within = stats.gram / n - (mu_c.T * counts[present]) @ mu_c / n  # Σ_W = S/N - Σ_c n_c μ_c μ_cᵀ / N
     centred = mu_c - mu_g  # (K, p)
-    between = centred.T @ centred / k  # (p, p)
-    nc1 = float(torch.trace(within @ torch.linalg.pinv(between, hermitian=True)) / k)
+    # Σ_B = Mᵀ M / K has rank < K, so Σ_B⁺ = K · Mᵀ (M Mᵀ)⁺² M and Tr(Σ_W Σ_B⁺) = K · Tr((M Mᵀ)⁺² M Σ_W Mᵀ):
+    # K x K matrices instead of a p x p pseudo-inverse (tested equal to the direct formula)
+    gram_k_pinv = torch.linalg.pinv(centred @ centred.T, hermitian=True)  # (K, K)
+    projected = centred @ within @ centred.T  # (K, K)
+    nc1 = float(torch.trace(gram_k_pinv @ gram_k_pinv @ projected))  # = K · Tr(...) / K
     norms = centred.norm(dim=1)  # (K,)
     unit = centred / norms[:, None]
     cos = (unit @ unit.T)[~torch.eye(k, dtype=torch.bool, device=unit.device)]  # (K(K-1),)

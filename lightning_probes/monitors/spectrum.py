@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -44,7 +44,10 @@ class FeatureSpectrumMonitor(Monitor):
         center: diagonalise the covariance S/N - μμᵀ instead of the uncentred S/N.
         power_threshold: ρ in n_features = min{k : Π̂(k) ≥ ρ}.
         gap: if set, MF also requires λ_C / λ_{C+1} ≥ gap.
-        neural_collapse: compute NC1–NC4 (classification only; NC4 takes a second forward pass).
+        neural_collapse: compute NC1–NC4 (classification only).
+        nc4_means: which class means NC4's nearest-class-mean classifier uses (SCIENCE.md allows both):
+            ``"previous"`` — the previous probe's, so NC4 comes from the same single pass (the first probe, having no
+            previous means, takes a second pass); ``"current"`` — this probe's, which always costs a second pass.
         **kwargs: the :class:`~lightning_probes.monitors.base.Monitor` arguments (schedule, probe_data, triggers, ...).
 
     Example:
@@ -63,6 +66,7 @@ class FeatureSpectrumMonitor(Monitor):
         power_threshold: float = 0.95,
         gap: float | None = None,
         neural_collapse: bool = True,
+        nc4_means: Literal["previous", "current"] = "previous",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -72,6 +76,8 @@ class FeatureSpectrumMonitor(Monitor):
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
         if not 0 < power_threshold <= 1:
             raise ValueError(f"power_threshold must be in (0, 1], got {power_threshold}.")
+        if nc4_means not in ("previous", "current"):
+            raise ValueError(f"nc4_means must be 'previous' or 'current', got {nc4_means!r}.")
         if gap is not None and gap < 1:
             raise ValueError(f"gap is a ratio λ_C/λ_(C+1) >= 1, got {gap}.")
         self.head = head
@@ -80,6 +86,8 @@ class FeatureSpectrumMonitor(Monitor):
         self.power_threshold = power_threshold
         self.gap = gap
         self.neural_collapse = neural_collapse
+        self.nc4_means = nc4_means
+        self.class_means: torch.Tensor | None = None  # (C, p) of the last probe, for NC4 with "previous"
         self.classification: bool | None = None
         self._stats: FeatureStatistics | None = None
         self._agreement: NearestMeanAgreement | None = None
@@ -144,44 +152,67 @@ class FeatureSpectrumMonitor(Monitor):
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Report:
         assert self._stats is not None and self.probe_set is not None
         head = self._head(pl_module)
+        weight, bias = head.weight.detach(), _bias(head)
         rank, world = self.rank_share(trainer)
-        stats = self._stats
+        stats, agreement = self._stats, self._agreement
         stats.reset()
+        collapse = bool(self.classification and self.neural_collapse)
+        previous = self.class_means.to(pl_module.device) if self.nc4_means == "previous" and collapse \
+            and self.class_means is not None else None
+        if agreement is not None:
+            agreement.reset()
 
         def accumulate() -> None:
             with capture(pl_module, {self.head: "input"}) as seen:
                 for x, y in self.probe_set.batches(pl_module.device, rank, world):
                     pl_module(x)
-                    stats.update(seen[self.head], y)
+                    phi = seen[self.head]
+                    stats.update(phi, y)
+                    if previous is not None:  # NC4 against the previous probe's means, in the same pass
+                        agreement.update(phi, nn.functional.linear(phi, weight, bias), previous)
 
         self.rank_local(trainer, accumulate)
         value = stats.compute()  # summed over ranks
-        summary = summarise(value, head.weight.detach(), _bias(head), self.center, self.power_threshold, self.gap)
+        summary = summarise(value, weight, bias, self.center, self.power_threshold, self.gap)
         scalars = summary.scalars()
-        if self.classification and self.neural_collapse:
-            scalars.update(self._collapse(trainer, pl_module, value, head, rank, world))
+        if collapse:
+            nc = neural_collapse(value, weight)
+            means = nc.pop("class_means")
+            if previous is None:
+                self._nearest_mean_pass(trainer, pl_module, weight, bias, means, rank, world)
+            nc["nc4"] = float(agreement.compute())
+            scalars.update({k: float(v) for k, v in nc.items()})
+            self.class_means = means.cpu()
         report = Report(scalars=scalars, texts={"regime_history": self._regime_table(summary)})
         if self.render_images:
             self._pictures(report, summary)
         return report
 
-    def _collapse(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, value: Any, head: nn.Linear, rank: int, world: int
-    ) -> dict:
-        nc = neural_collapse(value, head.weight.detach())
-        means = nc.pop("class_means")
+    def _nearest_mean_pass(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, weight: torch.Tensor, bias: torch.Tensor | None,
+        means: torch.Tensor, rank: int, world: int,
+    ) -> None:
+        """NC4 with this probe's class means, which are only known after the first pass: a second pass."""
         agreement = self._agreement
         agreement.reset()
 
-        def second_pass() -> None:  # NC4 needs the class means of the whole probe set first
+        def second_pass() -> None:
             with capture(pl_module, {self.head: "input"}) as seen:
                 for x, _ in self.probe_set.batches(pl_module.device, rank, world):
-                    logits = pl_module(x)
-                    agreement.update(seen[self.head], logits, means)
+                    pl_module(x)
+                    phi = seen[self.head]
+                    agreement.update(phi, nn.functional.linear(phi, weight, bias), means)
 
         self.rank_local(trainer, second_pass)
-        nc["nc4"] = float(agreement.compute())
-        return {k: float(v) for k, v in nc.items()}
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "class_means": self.class_means}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.class_means = state_dict.get("class_means")
 
     def _pictures(self, report: Report, summary: SpectrumSummary) -> None:
         spec = summary.spectrum
