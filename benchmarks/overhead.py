@@ -1,6 +1,6 @@
 """Overhead of FeatureSpectrumMonitor on the digits MLP (64-256-256-10), all measured in one process.
 
-    python benchmarks/overhead.py [--steps 2000] [--repeats 3]
+    python benchmarks/overhead.py [--steps 1000] [--repeats 5] [--threads 1]
 
 Prints, as ratios to a baseline measured in the same run (machines here are noisy, absolute times are not):
 1. training wall time with the monitor at every(1), every(10), every(100) and budget(0.05) over bare training
@@ -110,9 +110,12 @@ def memory_bytes(num_samples: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1: small ops time steadily on a shared, noisy CPU)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-run start-up chatter
 
     schedules = {"every(1)": every(1), "every(10)": every(10), "every(100)": every(100), "budget(0.05)": budget(0.05)}
@@ -124,7 +127,8 @@ def main() -> None:
             monitor = FeatureSpectrumMonitor(schedule=schedule, probe_data="val", images_every=0)
             runs[label].append(train_seconds(args.steps, monitor))
     base = statistics.median(bare)
-    print(f"## training overhead ({args.steps} steps, median of {args.repeats}; bare loop {base:.2f} s)")
+    print(f"## training overhead ({args.steps} steps, {args.threads} thread(s), median of {args.repeats}; "
+          f"bare loop {base:.2f} s)")
     for label, times in runs.items():
         print(f"{label:>14}: {statistics.median(times) / base:.3f}x")
 
