@@ -13,14 +13,13 @@ Run: ``python benchmarks/condensation.py [--threads 1]``. Prints medians and rat
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
-from collections.abc import Callable
 
 import lightning.pytorch as pl
 import torch
 from torch.nn import functional as F
+
+from _timing import median_seconds
 
 from lightning_probes.datasets import RegressionDataModule
 from lightning_probes.measures.condensation import condensation_stats, condensed_directions
@@ -28,15 +27,6 @@ from lightning_probes.models import ThreeLayerNet, ThreeLayerRegressor
 from lightning_probes.monitors.condensation import CondensationMonitor
 from lightning_probes.schedules import Clock, every, log_spaced
 
-
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def measure_level() -> float:

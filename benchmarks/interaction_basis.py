@@ -16,11 +16,11 @@ Timings are medians of a few repeats measured in this run; nothing is compared w
 
 from __future__ import annotations
 
-import statistics
-import time
 
 import torch
 from torch import nn
+
+from _timing import median_seconds
 
 from lightning_probes.measures.interaction_basis import (
     augment,
@@ -29,15 +29,6 @@ from lightning_probes.measures.interaction_basis import (
     lib_jacobians,
 )
 
-
-def _median_time(fn, repeats: int = 5) -> float:
-    fn()  # warm-up (vmap tracing, allocator)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _loop_over_outputs(section: nn.Module, x: torch.Tensor, C_next: torch.Tensor) -> torch.Tensor:
@@ -58,7 +49,7 @@ def bench_jacobians(n: int = 512, width: int = 100, out: int = 100) -> float:
     batched = lambda: torch.cat(list(lib_jacobians(section, x, C_next)))  # noqa: E731
     loop = lambda: _loop_over_outputs(section, x, C_next)  # noqa: E731
     torch.testing.assert_close(batched(), loop(), rtol=1e-4, atol=1e-5)
-    t_batched, t_loop = _median_time(batched), _median_time(loop)
+    t_batched, t_loop = median_seconds(batched, 5), median_seconds(loop, 5)
     print(f"Jacobians N={n}, {width}->{out} Linear+ReLU, k={out + 1} LIB outputs:")
     print(f"  loop over outputs {t_loop * 1e3:8.1f} ms | batched vmap(jacrev) {t_batched * 1e3:8.1f} ms "
           f"| ratio {t_loop / t_batched:5.1f}x (target >= 5x)")
@@ -84,7 +75,7 @@ def bench_digits_probe(n: int = 512) -> float:
         lib90 = [edges_for_mass(e, 0.9) for e in graph.lib_edges]
         return graph.bases, lib90, [edges_for_mass(e, 0.9) for e in graph.pca_edges]
 
-    seconds = _median_time(probe, repeats=3)
+    seconds = median_seconds(probe, 3)
     bases, lib90, pca90 = probe()
     print(f"One LIB probe of the digits MLP 64->100->100->10, N={n}, 3 node layers + output:")
     print(f"  {seconds:.2f} s (target < 5 s); directions LIB {[b.n_directions for b in bases.lib[:3]]} "

@@ -16,25 +16,17 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import time
 
 import lightning.pytorch as pl
 import torch
+
+from _timing import LoopTimer, median_seconds
 
 from lightning_probes import FeatureSpectrumMonitor, budget, every
 from lightning_probes.datasets import DigitsDataModule, load_digits_tensors
 from lightning_probes.models import MLPClassifier
 from lightning_probes.probe_set import probing
 
-
-class LoopTimer(pl.Callback):
-    """Wall time of the training loop alone (no Trainer start-up)."""
-
-    def on_train_start(self, trainer, pl_module):
-        self.start = time.perf_counter()
-
-    def on_train_end(self, trainer, pl_module):
-        self.seconds = time.perf_counter() - self.start
 
 
 def train_seconds(steps: int, monitor: FeatureSpectrumMonitor | None) -> float:
@@ -47,15 +39,6 @@ def train_seconds(steps: int, monitor: FeatureSpectrumMonitor | None) -> float:
     trainer.fit(MLPClassifier(hidden=(256, 256)), DigitsDataModule(batch_size=64))
     return timer.seconds
 
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def probe_costs(repeats: int) -> dict[str, float]:
@@ -77,9 +60,9 @@ def probe_costs(repeats: int) -> dict[str, float]:
             with probing(model):
                 monitor.measure(trainer, model)
 
-        costs[label] = median_time(run, repeats)
+        costs[label] = median_seconds(run, repeats)
         if "default" in label:
-            costs["probe + pictures"] = median_time(lambda: run(True), max(3, repeats // 4))
+            costs["probe + pictures"] = median_seconds(lambda: run(True), max(3, repeats // 4))
 
     probe_x = x[:512]
     sym = _sym(256)
@@ -90,7 +73,7 @@ def probe_costs(repeats: int) -> dict[str, float]:
                 model(probe_x[start : start + 256])
         torch.linalg.eigh(sym)
 
-    costs["baseline: forward + eigh(p x p)"] = median_time(baseline, repeats)
+    costs["baseline: forward + eigh(p x p)"] = median_seconds(baseline, repeats)
     return costs
 
 
