@@ -25,7 +25,30 @@ def _activation(name: str) -> nn.Module:
     return _ACTIVATIONS[name]()
 
 
-class MLPClassifier(pl.LightningModule):
+class _Supervised(pl.LightningModule):
+    """Shared train / val / test steps: subclasses give ``_loss_and_metrics(batch)``; everything is logged as
+    ``<stage>/<name>`` (the names the examples, configs and CLI summary read)."""
+
+    def _loss_and_metrics(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        loss, metrics = self._loss_and_metrics(batch)
+        for name, value in {"loss": loss, **metrics}.items():
+            self.log(f"{stage}/{name}", value, prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+
+class MLPClassifier(_Supervised):
     """A fully-connected classifier: ``features`` (Linear + activation blocks) then the ``classifier`` head.
 
     Args:
@@ -79,30 +102,17 @@ class MLPClassifier(pl.LightningModule):
             return F.mse_loss(logits, F.one_hot(y, logits.shape[-1]).to(logits.dtype))
         return F.cross_entropy(logits, y)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def _loss_and_metrics(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         x, y = batch
         logits = self(x)
-        loss = self._loss(logits, y)
-        acc = (logits.argmax(-1) == y).float().mean()
-        self.log(f"{stage}/loss", loss, prog_bar=stage != "train")
-        self.log(f"{stage}/acc", acc, prog_bar=stage != "train")
-        return loss
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+        return self._loss(logits, y), {"acc": (logits.argmax(-1) == y).float().mean()}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
         return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
 
 
-class ShapesCNN(pl.LightningModule):
+class ShapesCNN(_Supervised):
     """A small CNN for :class:`~lightning_probes.datasets.ShapesDataModule` images (3, S, S).
 
     Blocks ``conv1`` and ``conv2`` are ``Sequential(Conv2d 3x3, ReLU)`` — their outputs are post-ReLU unit maps
@@ -133,19 +143,10 @@ class ShapesCNN(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:  # (B, 3, S, S) -> (B, C)
         return self.classifier(self.conv2(self.pool(self.conv1(x))).mean(dim=(2, 3)))
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def _loss_and_metrics(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
-        self.log(f"{stage}/loss", loss, prog_bar=stage != "train")
-        self.log(f"{stage}/acc", (logits.argmax(-1) == y).float().mean(), prog_bar=stage != "train")
-        return loss
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        return F.cross_entropy(logits, y), {"acc": (logits.argmax(-1) == y).float().mean()}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
@@ -250,7 +251,7 @@ class ThreeLayerNet(nn.Module):
         return _three_layer_forward(self, x)
 
 
-class ThreeLayerRegressor(pl.LightningModule):
+class ThreeLayerRegressor(_Supervised):
     """A :class:`ThreeLayerNet` trained by plain SGD on the mean squared error (condensation example).
 
     The layers sit directly on the module (``layer1``, ``layer2``, ``output``), so monitors name them as such.
@@ -280,17 +281,9 @@ class ThreeLayerRegressor(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:  # (B, d) -> (B, out)
         return _three_layer_forward(self, x)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def _loss_and_metrics(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         x, y = batch
-        loss = F.mse_loss(self(x), y)
-        self.log(f"{stage}/loss", loss, prog_bar=stage != "train")
-        return loss
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        return F.mse_loss(self(x), y), {}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
