@@ -6,6 +6,7 @@ Example:
 """
 
 from lightning_probes.monitors.base import Monitor, Report
+from lightning_probes.monitors.concepts import ConceptMonitor
 from lightning_probes.monitors.condensation import CondensationMonitor
 from lightning_probes.measures.interactions import FeatureGroups, ImagePatches, Players, TokenPositions
 from lightning_probes.monitors.interaction_basis import InteractionBasisMonitor
@@ -18,6 +19,7 @@ from lightning_probes.triggers import StopOnRegime, StopWhen, Trigger
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConceptMonitor",
     "CondensationMonitor",
     "FeatureSpectrumMonitor",
     "FeatureGroups",
