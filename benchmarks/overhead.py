@@ -103,17 +103,21 @@ def main() -> None:
 
     schedules = {"every(1)": every(1), "every(10)": every(10), "every(100)": every(100), "budget(0.05)": budget(0.05)}
     train_seconds(20, FeatureSpectrumMonitor(schedule=every(5), probe_data="val"))  # warm-up: imports, allocators
-    bare, runs = [], {k: [] for k in schedules}
+    bare, runs, clocks = [], {k: [] for k in schedules}, {}
     for _ in range(args.repeats):  # interleaved, so drifts of the machine hit every row alike
         bare.append(train_seconds(args.steps, None))
         for label, schedule in schedules.items():
             monitor = FeatureSpectrumMonitor(schedule=schedule, probe_data="val", images_every=0)
             runs[label].append(train_seconds(args.steps, monitor))
+            clocks[label] = monitor.clock  # what the schedule saw (last repeat)
     base = statistics.median(bare)
     print(f"## training overhead ({args.steps} steps, {args.threads} thread(s), median of {args.repeats}; "
           f"bare loop {base:.2f} s)")
     for label, times in runs.items():
-        print(f"{label:>14}: {statistics.median(times) / base:.3f}x")
+        clock = clocks[label]
+        print(f"{label:>14}: {statistics.median(times) / base:.3f}x   ({clock.n_probes} probes, "
+              f"{1e3 * clock.probe_seconds / max(clock.n_probes, 1):.1f} ms each in the loop; the monitor's own "
+              f"account: probes = {clock.probe_seconds / clock.train_seconds:.1%} of training time)")
 
     costs = probe_costs(repeats=20)
     ref = costs.pop("baseline: forward + eigh(p x p)")

@@ -104,6 +104,27 @@ def test_lightning_early_stopping_on_a_probe_scalar(tmp_path):
     assert t.global_step == 17
 
 
+def test_model_checkpoint_ranks_checkpoints_by_a_probe_scalar(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    monitor = FeatureSpectrumMonitor(schedule=every(5), images_every=0, max_samples=200)
+    best = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="probes/spectrum/top_eigenvalue", mode="max",
+                           every_n_train_steps=5, save_top_k=1, filename="{step}")
+    fit(tmp_path, monitor, max_steps=20, callbacks=[monitor, best], enable_checkpointing=True)
+    history = dict(monitor.history)
+    # the checkpoint kept is the one saved at the probed step with the largest top eigenvalue
+    step_of_max = max((s for s in history if s in (5, 10, 15, 20)), key=lambda s: history[s]["top_eigenvalue"])
+    assert best.best_model_path.endswith(f"step={step_of_max}.ckpt")
+    assert float(best.best_model_score) == pytest.approx(history[step_of_max]["top_eigenvalue"], rel=1e-6)
+
+
+def test_the_final_probe_reaches_callback_metrics(tmp_path):
+    monitor = FeatureSpectrumMonitor(schedule=every(100), images_every=0, max_samples=200)
+    t = fit(tmp_path, monitor, max_steps=13)
+    assert [s for s, _ in monitor.history] == [0, 13]  # at_start, then the at_end probe in on_train_end
+    assert float(t.callback_metrics["probes/spectrum/nc1"]) == pytest.approx(monitor.history[-1][1]["nc1"])
+
+
 def test_resume_from_mid_run_checkpoint_gives_the_same_probe_steps(tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 

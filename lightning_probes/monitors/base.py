@@ -193,7 +193,7 @@ class Monitor(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self.at_start and trainer.global_step == 0 and self.clock.last_step != 0:
-            self._probe(trainer, pl_module, 0, can_log=True)
+            self._probe(trainer, pl_module, 0)
 
     @override
     def on_train_batch_end(
@@ -209,12 +209,12 @@ class Monitor(Callback):
         if not self.schedule.deterministic and trainer.world_size > 1:
             due = bool(trainer.strategy.broadcast(due, src=0))  # a time-based decision must be the same everywhere
         if due:
-            self._probe(trainer, pl_module, step, can_log=True)
+            self._probe(trainer, pl_module, step)
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.at_end and trainer.global_step != self.clock.last_step:
-            self._probe(trainer, pl_module, trainer.global_step, can_log=False, final=True)
+            self._probe(trainer, pl_module, trainer.global_step, final=True)
         self._flush(trainer)
 
     @override
@@ -245,7 +245,7 @@ class Monitor(Callback):
         return self._train_base + (time.perf_counter() - self._train_start) - self._session_probe_seconds
 
     def _probe(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, can_log: bool, final: bool = False
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, final: bool = False
     ) -> None:
         start = time.perf_counter()
         self.step = step
@@ -267,7 +267,7 @@ class Monitor(Callback):
             report = None
         if report is not None:
             self.history.append((step, dict(report.scalars)))
-            self._publish(trainer, pl_module, report, step, can_log)
+            self._publish(trainer, report, step)
             # texts are cheap and go out on every probe; a monitor adds pictures only when render_images is set
             self._publish_artefacts(trainer, report, step)
         if not final:
@@ -280,17 +280,15 @@ class Monitor(Callback):
         self._session_probe_seconds += spent
         self.clock.train_seconds = self._train_seconds()
 
-    def _publish(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, report: Report, step: int, can_log: bool
-    ) -> None:
+    def _publish(self, trainer: pl.Trainer, report: Report, step: int) -> None:
         metrics = {self.prefix + k: float(v) for k, v in report.scalars.items()}
         for logger in trainer.loggers:  # every logger, every probe point (not thinned by log_every_n_steps)
             logger.log_metrics(metrics, step=step)
-        if can_log:
-            # callback_metrics only, for EarlyStopping / ModelCheckpoint / the progress bar; the loggers got the
-            # values above, so logger=False avoids a second, thinned copy
-            for key, value in metrics.items():
-                pl_module.log(key, value, logger=False, on_step=True, on_epoch=False, batch_size=1)
+        # callback_metrics is what EarlyStopping and ModelCheckpoint read (and any callback). Written directly
+        # rather than through pl_module.log: that costs ~0.35 ms per scalar (5.3 ms for the spectrum's 15, 40%
+        # of its measurement), would send a second, thinned copy to the loggers, and is refused in
+        # on_train_end, where the final probe runs. Lightning keeps this dict for the whole fit.
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
 
     def _publish_artefacts(self, trainer: pl.Trainer, report: Report, step: int) -> None:
         if not (report.images or report.histograms or report.texts):
