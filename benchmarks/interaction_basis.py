@@ -2,10 +2,10 @@
 
 Run: ``python benchmarks/interaction_basis.py``. Prints
 
-1. batched ``torch.func`` Jacobians (vmap over samples of jacrev) vs the usual loop over output dimensions
-   (one backward pass per output, batched over samples by summing — what the reference code does) — same
-   numbers, ratio of times (target ≥ 5×), on a few sizes: the loop pays a fixed cost per output, so the ratio is
-   large when each output's work is small and near 1 when both are bound by the same matrix products;
+1. the Jacobians ``lib_jacobians`` computes — the closed form it takes for dense (Linear + elementwise
+   activation) sections, and batched ``torch.func`` (vmap over samples of jacrev), the route of any other
+   section — vs the usual loop over output dimensions (one backward pass per output, batched over samples by
+   summing — what the reference code does): same numbers, ratio of times (target ≥ 5×), on a few sizes;
 2. the wall time of one complete LIB probe (bases, LIB and PCA edges) of the digits MLP 64→100→100→10 on
    512 samples with 3 node layers + the output (target < 5 s on this CPU): the measure alone on an untrained
    net, then one probe of InteractionBasisMonitor inside ``Trainer.fit`` on a trained net (scalars only, with
@@ -46,14 +46,17 @@ def bench_jacobians(n: int = 512, width: int = 100, out: int = 100) -> float:
     section = nn.Sequential(nn.Linear(width, out), nn.ReLU())
     x = torch.randn(n, width)
     C_next = torch.randn(out + 1, out + 1) / out**0.5  # a next-layer basis keeping every direction
-    batched = lambda: torch.cat(list(lib_jacobians(section, x, C_next)))  # noqa: E731
+    closed = lambda: torch.cat(list(lib_jacobians(section, x, C_next)))  # noqa: E731  (auto: closed form)
+    batched = lambda: torch.cat(list(lib_jacobians(section, x, C_next, mode="rev")))  # noqa: E731
     loop = lambda: _loop_over_outputs(section, x, C_next)  # noqa: E731
+    torch.testing.assert_close(closed(), loop(), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(batched(), loop(), rtol=1e-4, atol=1e-5)
-    t_batched, t_loop = median_seconds(batched, 5), median_seconds(loop, 5)
+    t_closed, t_batched, t_loop = median_seconds(closed, 5), median_seconds(batched, 5), median_seconds(loop, 5)
     print(f"Jacobians N={n}, {width}->{out} Linear+ReLU, k={out + 1} LIB outputs:")
-    print(f"  loop over outputs {t_loop * 1e3:8.1f} ms | batched vmap(jacrev) {t_batched * 1e3:8.1f} ms "
-          f"| ratio {t_loop / t_batched:5.1f}x (target >= 5x)")
-    return t_loop / t_batched
+    print(f"  loop over outputs {t_loop * 1e3:8.1f} ms | vmap(jacrev) {t_batched * 1e3:8.1f} ms "
+          f"({t_loop / t_batched:5.1f}x) | closed form (default for dense sections) {t_closed * 1e3:8.1f} ms "
+          f"({t_loop / t_closed:5.1f}x; target >= 5x)")
+    return t_loop / t_closed
 
 
 def bench_digits_probe(n: int = 512) -> float:

@@ -236,13 +236,38 @@ def test_batched_jacobian_equals_loop_over_outputs(mode):
     torch.testing.assert_close(J, loop)
 
 
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.GELU, nn.Tanh, nn.LeakyReLU, None])
+@pytest.mark.parametrize("bias", [True, False])
+def test_closed_form_dense_jacobians_equal_autograd(activation, bias):
+    torch.manual_seed(3)
+    linear = nn.Linear(6, 5, bias=bias).double()
+    section = linear if activation is None else nn.Sequential(linear, activation()).double()
+    x = torch.randn(13, 6, dtype=F64)
+    x[0] = 0.0  # without bias, z = 0 exactly: ReLU's kink, where both routes must agree on the slope
+    C_next = torch.randn(6, 4, dtype=F64)
+    dense = torch.cat(list(lib_jacobians(section, x, C_next, max_jacobian_elements=60, mode="dense")))  # 2/chunk
+    autograd = torch.cat(list(lib_jacobians(section, x, C_next, mode="rev")))
+    assert dense.shape == (13, 4, 7)
+    torch.testing.assert_close(dense, autograd, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.cat(list(lib_jacobians(section, x, C_next))), autograd)  # auto takes it
+
+
+def test_closed_form_refuses_sections_it_cannot_differentiate_in_closed_form():
+    section = nn.Sequential(nn.Linear(4, 4), nn.Softmax(dim=-1)).double()  # not elementwise
+    with pytest.raises(ValueError, match="mode='dense' needs"):
+        next(lib_jacobians(section, torch.randn(3, 4, dtype=F64), torch.eye(5, dtype=F64), mode="dense"))
+    # auto falls back to autograd, which handles the coupling softmax introduces
+    J = next(lib_jacobians(section, torch.randn(3, 4, dtype=F64), torch.eye(5, dtype=F64)))
+    assert J.shape == (3, 5, 5) and torch.isfinite(J).all()
+
+
 def test_jacobian_chunks_rows_when_one_sample_is_too_big_and_says_so():
     section = nn.Linear(6, 5).double()
     x = torch.randn(3, 6, dtype=F64)
     C_next = torch.eye(6, dtype=F64)
-    with pytest.warns(UserWarning, match="max_jacobian_elements"):
-        chunked = torch.cat(list(lib_jacobians(section, x, C_next, max_jacobian_elements=10)))
-    torch.testing.assert_close(chunked, torch.cat(list(lib_jacobians(section, x, C_next))))
+    with pytest.warns(UserWarning, match="max_jacobian_elements"):  # the autograd route (dense takes closed form)
+        chunked = torch.cat(list(lib_jacobians(section, x, C_next, max_jacobian_elements=10, mode="rev")))
+    torch.testing.assert_close(chunked, torch.cat(list(lib_jacobians(section, x, C_next, mode="rev"))))
 
 
 def _net(widths, seed):

@@ -252,8 +252,8 @@ def _sample_chunk(out_dim: int, in_dim: int, max_elements: int, what: str) -> tu
         return max(1, max_elements // per_sample), None
     warnings.warn(
         f"{what}: one sample's Jacobian has {out_dim}x{in_dim} entries (> max_jacobian_elements={max_elements}); "
-        "computing it one sample at a time with chunked vmap over its rows/columns. Raise max_jacobian_elements "
-        "if memory allows, for speed.",
+        "computing it one sample at a time (autograd routes also split its rows/columns). Raise "
+        "max_jacobian_elements if memory allows, for speed.",
         stacklevel=3,
     )
     return 1, max(1, max_elements // max(out_dim, in_dim))
@@ -264,19 +264,23 @@ def lib_jacobians(
     activations: Tensor,
     next_basis: Tensor,
     max_jacobian_elements: int = 2**24,
-    mode: Literal["auto", "rev", "fwd"] = "auto",
+    mode: Literal["auto", "rev", "fwd", "dense"] = "auto",
 ) -> Iterator[Tensor]:
     """Per-sample J = ∂f̂^{l+1}/∂f^l = C^{l+1 ᵀ} ∂F(f)/∂f with F the bias-folded section, in sample chunks.
 
     Batched with ``vmap`` over samples of ``jacrev`` (few outputs) or ``jacfwd`` (few inputs); no Python loop
-    over output dimensions.
+    over output dimensions. A dense section — ``nn.Linear``, or ``nn.Sequential(nn.Linear, elementwise
+    activation)`` on flat activations — takes the closed form instead: ∂F/∂(c, a) = diag(σ'(z)) [b W] with
+    z = W a + b c, so J = C^{l+1 ᵀ} of it is one batched matrix product (equal to the autograd Jacobians, tested;
+    σ' comes from autograd on z, so kinks such as ReLU at 0 get the same value).
 
     Args:
         section: maps node-l activations (B, *shape) to node-(l+1) activations (B, *shape').
         activations: (N, *shape) node-l activations.
         next_basis: (q+1, k) — C^{l+1}, the next layer's basis in its augmented coordinates.
         max_jacobian_elements: bound on the entries of the Jacobians held at once (sets the sample chunk).
-        mode: ``"rev"`` (vjp per output), ``"fwd"`` (jvp per input) or ``"auto"`` (the cheaper one).
+        mode: ``"rev"`` (vjp per output), ``"fwd"`` (jvp per input), ``"dense"`` (the closed form; dense
+            sections only) or ``"auto"`` (the closed form when the section is dense, else the cheaper of the two).
 
     Yields:
         (B, k, p+1) Jacobian chunks in the activations' dtype, in sample order.
@@ -289,10 +293,18 @@ def lib_jacobians(
         >>> J[0].tolist()  # rows: constant, output; columns: constant, a_1, a_2
         [[1.0, 0.0, 0.0], [5.0, 2.0, 3.0]]
     """
-    if mode not in ("auto", "rev", "fwd"):
-        raise ValueError(f"mode must be 'auto', 'rev' or 'fwd', got {mode!r}.")
+    if mode not in ("auto", "rev", "fwd", "dense"):
+        raise ValueError(f"mode must be 'auto', 'rev', 'fwd' or 'dense', got {mode!r}.")
     if max_jacobian_elements < 1:
         raise ValueError(f"max_jacobian_elements must be positive, got {max_jacobian_elements}.")
+    dense = _dense_parts(section) if activations.dim() == 2 else None
+    if mode == "dense" and dense is None:
+        raise ValueError("mode='dense' needs an nn.Linear or nn.Sequential(nn.Linear, elementwise activation) "
+                         f"section on flat (N, p) activations; got {type(section).__name__} on "
+                         f"{tuple(activations.shape)}.")
+    if dense is not None and mode in ("auto", "dense"):
+        yield from _dense_jacobians(*dense, activations, next_basis, max_jacobian_elements)
+        return
     f = augment(activations)  # (N, p+1)
     folded = _folded(section, activations.shape[1:])
     C_next = next_basis.to(device=f.device, dtype=f.dtype)  # (q+1, k)
@@ -308,6 +320,49 @@ def lib_jacobians(
     with torch.enable_grad():  # monitors call this under no_grad; torch.func needs the autograd machinery on
         for start in range(0, len(f), rows):
             yield batched(f[start : start + rows])  # (B, k, p+1)
+
+
+# activations applied elementwise: the Jacobian of such a section is diagonal after its Linear layer
+_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.ELU, nn.Softplus, nn.Identity)
+
+
+def _dense_parts(section: Section) -> tuple[nn.Linear, nn.Module | None] | None:
+    """(linear, activation or None) if the section is Linear or Sequential(Linear, elementwise activation)."""
+    if isinstance(section, nn.Linear):
+        return section, None
+    if (isinstance(section, nn.Sequential) and len(section) == 2 and isinstance(section[0], nn.Linear)
+            and type(section[1]) in _ELEMENTWISE):
+        return section[0], section[1]
+    return None
+
+
+def _dense_jacobians(
+    linear: nn.Linear, activation: nn.Module | None, activations: Tensor, next_basis: Tensor, max_elements: int
+) -> Iterator[Tensor]:
+    """Closed-form :func:`lib_jacobians` of a dense section, in the same sample chunks."""
+    f = augment(activations)  # (N, p+1)
+    W = linear.weight.detach().to(f.dtype)  # (q, p)
+    b = linear.bias.detach().to(f.dtype) if linear.bias is not None else W.new_zeros(len(W))
+    Wb = torch.cat([b[:, None], W], dim=1)  # (q, p+1): ∂z/∂(c, a)
+    C_next = next_basis.to(device=f.device, dtype=f.dtype)  # (q+1, k)
+    const_row = torch.zeros_like(f[0])
+    const_row[0] = 1.0  # the constant coordinate passes through: ∂c/∂(c, a) = e_0
+    const_part = torch.outer(C_next[0], const_row)  # (k, p+1)
+    k = C_next.shape[1]
+    rows, _ = _sample_chunk(k, max(f.shape[1], len(W)), max_elements, "lib_jacobians")  # (B, k, q|p+1) blocks
+    for start in range(0, len(f), rows):
+        z = f[start : start + rows] @ Wb.T  # (B, q)
+        slope = torch.ones_like(z) if activation is None else _elementwise_slope(activation, z)
+        scaled = C_next[1:].T[None] * slope[:, None, :]  # (B, k, q) = C_nextᵀ diag(σ'(z))
+        yield scaled @ Wb + const_part  # (B, k, p+1)
+
+
+def _elementwise_slope(activation: nn.Module, z: Tensor) -> Tensor:
+    """σ'(z) of an elementwise activation, by autograd (one backward pass; same values at kinks as jacrev)."""
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        (slope,) = torch.autograd.grad(activation(z).sum(), z)
+    return slope
 
 
 def _jacobian_forward(fn: Callable[[Tensor], Tensor], width: int, chunk: int | None) -> Callable[[Tensor], Tensor]:
