@@ -12,6 +12,7 @@ from lightning_probes.measures.interactions import FeatureGroups, ImagePatches, 
 from lightning_probes.monitors.interaction_basis import InteractionBasisMonitor
 from lightning_probes.monitors.interactions import InteractionMonitor
 from lightning_probes.monitors.spectrum import FeatureSpectrumMonitor
+from lightning_probes import presets
 from lightning_probes.probe_set import ProbeSet
 from lightning_probes.schedules import Schedule, budget, every, log_spaced
 from lightning_probes.triggers import StopOnRegime, StopWhen, Trigger
@@ -38,4 +39,5 @@ __all__ = [
     "budget",
     "every",
     "log_spaced",
+    "presets",
 ]

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 __all__ = [
     "ConceptProbe",
     "DigitsDataModule",
+    "DigitsProbe",
     "RegressionDataModule",
     "ShapesData",
     "ShapesDataModule",
@@ -187,6 +188,38 @@ class ShapesProbe(ConceptProbe):
     def __init__(self, num_samples: int = 128, size: int = 32, seed: int = 12345) -> None:
         data = make_shapes(num_samples, size, seed)
         super().__init__(data.images, data.concepts, data.concept_names, data.labels)
+
+
+class DigitsProbe(ConceptProbe):
+    """The first ``num_samples`` digits (:func:`load_digits_tensors`) with per-sample concepts (N, 16): the digit
+    itself (``digit_0`` .. ``digit_9``) and where its ink is — more ink in the top / left half than in the other
+    half (``ink_top``, ``ink_left``, and their complements ``ink_bottom``, ``ink_right``), total ink above the
+    median (``bold``), ink in the central 4 x 4 block above the median (``centre_ink``). For
+    :class:`~lightning_probes.monitors.ConceptMonitor` on the digits MLP.
+
+    Example:
+        >>> probe = DigitsProbe(num_samples=100)
+        >>> probe.inputs.shape, probe.concepts.shape, probe.concept_names[10:12]
+        (torch.Size([100, 64]), torch.Size([100, 16]), ('ink_top', 'ink_bottom'))
+        >>> bool((probe.concepts[:, :10].sum(1) == 1).all())  # exactly one digit concept per sample
+        True
+    """
+
+    def __init__(self, num_samples: int = 512) -> None:
+        x, y = load_digits_tensors()
+        if not 1 <= num_samples <= len(x):
+            raise ValueError(f"num_samples must be in [1, {len(x)}], got {num_samples}.")
+        x, y = x[:num_samples], y[:num_samples]
+        img = x.view(-1, 8, 8)  # (N, 8, 8)
+        top, left = img[:, :4].sum((1, 2)), img[:, :, :4].sum((1, 2))
+        ink = img.sum((1, 2))
+        centre = img[:, 2:6, 2:6].sum((1, 2))
+        digits = torch.nn.functional.one_hot(y, 10).bool()  # (N, 10)
+        where = torch.stack([top > ink - top, top <= ink - top, left > ink - left, left <= ink - left,
+                             ink > ink.median(), centre > centre.median()], 1)  # (N, 6)
+        names = tuple(f"digit_{d}" for d in range(10)) + (
+            "ink_top", "ink_bottom", "ink_left", "ink_right", "bold", "centre_ink")
+        super().__init__(x, torch.cat([digits, where], 1), names, y)
 
 
 class ShapesDataModule(pl.LightningDataModule):

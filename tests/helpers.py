@@ -62,3 +62,14 @@ def trainer(tmp_path, **kwargs) -> pl.Trainer:
     )
     defaults.update(kwargs)
     return pl.Trainer(**defaults)
+
+
+def all_five(**extra) -> dict:
+    """Preset arguments that give each of the five monitors what it needs, on ``MLPClassifier(hidden=(32,))``:
+    4 pixel-block players, LIB node points at the two Linear layers, digit concepts explaining the hidden units."""
+    from lightning_probes.datasets import DigitsProbe
+    from lightning_probes.measures.interactions import FeatureGroups
+
+    players = FeatureGroups([list(range(16 * i, 16 * i + 16)) for i in range(4)], num_features=64)
+    return dict(head="classifier", players=players, lib_layers=["features.0", "classifier"],
+                concept_layer="features.1", concepts=DigitsProbe(120), **extra)
