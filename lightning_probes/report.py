@@ -125,15 +125,26 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def _markdown_to_html(text: str) -> str:
-    """Markdown pipe tables become HTML tables; other text is shown as preformatted."""
-    lines = text.strip().splitlines()
+    """Blocks separated by blank lines: markdown pipe tables become HTML tables, other blocks paragraphs.
+
+    Example:
+        >>> _markdown_to_html("Unit 3 is dead.\\n\\n| a | b |\\n|---|---|\\n| 1 | x \\\\| y |")
+        '<p>Unit 3 is dead.</p><table><thead><tr><th>a</th><th>b</th></tr></thead><tbody><tr><td>1</td><td>x | y</td></tr></tbody></table>'
+    """
+    return "".join(_block_to_html(block) for block in re.split(r"\n\s*\n", text.strip()) if block.strip())
+
+
+def _block_to_html(block: str) -> str:
+    lines = block.strip().splitlines()
     if len(lines) >= 2 and all(line.strip().startswith("|") for line in lines) and set(lines[1]) <= set("|-: "):
         cells = [[html.escape(c.strip().replace("\\|", "|")) for c in re.split(r"(?<!\\)\|", ln.strip())[1:-1]]
                  for ln in lines]
         head = "".join(f"<th>{c}</th>" for c in cells[0])
         body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells[2:])
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-    return f"<pre>{html.escape(text)}</pre>"
+    if len(lines) == 1:
+        return f"<p>{html.escape(lines[0])}</p>"
+    return f"<pre>{html.escape(block)}</pre>"
 
 
 def _section(run: RunLogs, name: str) -> str:

@@ -7,15 +7,6 @@ import sys
 import time
 import urllib.request
 
-import lightning.pytorch as pl
-import pytest
-from helpers import trainer
-
-from lightning_probes.datasets import DigitsDataModule
-from lightning_probes.models import MLPClassifier
-from lightning_probes.monitors.spectrum import FeatureSpectrumMonitor
-from lightning_probes.schedules import every
-
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -28,18 +19,28 @@ def _get(url: str):
         return json.loads(response.read())
 
 
-@pytest.fixture
-def monitors():
-    """All monitors that can run on the digits MLP with the head alone (extended as monitors are added)."""
-    return [FeatureSpectrumMonitor(schedule=every(5), images_every=1, max_samples=200)]
+# the chart each monitor's category must open with: the figure a user looks at first
+KEY_CHARTS = {
+    "spectrum": "regime and features used",
+    "condensation": "condensed directions",
+    "interactions": "salient interactions",
+    "lib": "directions kept: LIB vs PCA",
+    "concepts": "specialisation (highest - lowest range)",
+}
+KEY_TAGS = {
+    "spectrum": ["regime", "n_features", "nc1"],
+    "condensation": ["features.0/n_directions", "features.0/relative_change"],
+    "interactions": ["n_salient", "emerged", "forgotten"],
+    "lib": ["features.0/n_directions", "features.0/n_directions_pca"],
+    "concepts": ["specialisation", "n_units_explained"],
+}
 
 
-def test_tensorboard_serves_the_merged_layout_and_the_probe_tags(tmp_path, monitors):
-    pl.seed_everything(0)
-    trainer(tmp_path, max_steps=10, callbacks=monitors).fit(MLPClassifier(hidden=(32,)), DigitsDataModule())
+def test_tensorboard_serves_the_merged_layout_and_the_probe_tags(five_monitor_run):
+    monitors = five_monitor_run.monitors
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path), "--port", str(port),
+        [sys.executable, "-m", "tensorboard.main", "--logdir", five_monitor_run.log_dir, "--port", str(port),
          "--host", "127.0.0.1", "--reload_interval", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
@@ -50,21 +51,23 @@ def test_tensorboard_serves_the_merged_layout_and_the_probe_tags(tmp_path, monit
         while time.monotonic() < deadline:  # wait for the server, then for it to load the run
             try:
                 tags = _get(f"{base}/data/plugin/scalars/tags")
-                if any("probes/spectrum/regime" in run_tags for run_tags in tags.values()):
+                if any("probes/concepts/specialisation" in run_tags for run_tags in tags.values()):
                     break
             except OSError:
                 pass
             assert server.poll() is None, server.stderr.read().decode()[-2000:]
             time.sleep(1)
-        run_tags = next(iter(tags.values()))
-        assert {"probes/spectrum/regime", "probes/spectrum/n_features", "probes/spectrum/nc1"} <= set(run_tags)
+        run_tags = set(next(iter(tags.values())))
+        expected = {f"probes/{name}/{tag}" for name, tags in KEY_TAGS.items() for tag in tags}
+        assert expected <= run_tags, sorted(expected - run_tags)
         layout = _get(f"{base}/data/plugin/custom_scalars/layout")
         categories = {c["title"]: [ch["title"] for ch in c["chart"]] for c in layout["category"]}
-        for monitor in monitors:
-            assert f"probes/{monitor.name}" in categories
-        assert categories["probes/spectrum"][0] == "regime and features used"  # key chart first
-        images = _get(f"{base}/data/plugin/images/tags")
-        assert "probes/spectrum/eigenvalues" in next(iter(images.values()))
+        assert list(categories) == [f"probes/{m.name}" for m in monitors]  # one category per monitor, in order
+        for name, chart in KEY_CHARTS.items():
+            assert categories[f"probes/{name}"][0] == chart  # key chart first
+        images = set(next(iter(_get(f"{base}/data/plugin/images/tags").values())))
+        for name in KEY_CHARTS:  # every monitor's pictures are served too
+            assert any(tag.startswith(f"probes/{name}/") for tag in images), name
     finally:
         server.terminate()
         server.wait(timeout=30)

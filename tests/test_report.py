@@ -49,3 +49,21 @@ def test_missing_or_empty_directories_get_clear_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["report", str(tmp_path)])
     assert "no TensorBoard event files" in capsys.readouterr().err
+
+
+def test_a_run_with_all_five_monitors_gets_every_section_and_its_final_table(five_monitor_run, tmp_path):
+    out = tmp_path / "five.html"
+    main(["report", five_monitor_run.log_dir, "--out", str(out), "--quiet"])
+    page = out.read_text()
+    sections = [page.index(f'<section id="{m.name}">') for m in five_monitor_run.monitors]
+    assert sections == sorted(sections)  # all five, in the dashboard's order
+    for table in ("regime_history", "layers", "strongest", "summary", "explanations"):
+        assert f"<h3>{table} (step 10)</h3>" in page, table
+    # the final tables: regime history, condensation per layer, top interactions, concept formulas
+    for header in ("<th>regime</th>", "<th>neurons analysed</th>", "<th>players</th>", "<th>formula</th>"):
+        assert header in page, header
+    # a curve for every chart of the layout that has data, plus the latest pictures: all embedded
+    run = read_run(five_monitor_run.log_dir)
+    charts = sum(len(c) for c in run.charts.values())
+    assert page.count("data:image/png;base64,") >= len(run.images) + charts // 2
+    assert "http" not in page.replace("http-equiv", "")

@@ -1,0 +1,32 @@
+"""Fixtures shared across test files."""
+
+from dataclasses import dataclass
+
+import lightning.pytorch as pl
+import pytest
+from helpers import all_five, trainer
+
+from lightning_probes import presets
+from lightning_probes.datasets import DigitsDataModule
+from lightning_probes.models import MLPClassifier
+from lightning_probes.monitors.base import Monitor
+from lightning_probes.schedules import every
+
+
+@dataclass
+class FinishedRun:
+    log_dir: str
+    monitors: list[Monitor]
+
+
+@pytest.fixture(scope="session")
+def five_monitor_run(tmp_path_factory) -> FinishedRun:
+    """One finished fit of the digits MLP with all five monitors (a preset's set), probing every 5 steps with
+    pictures each time; the dashboard and the report tests read its logs."""
+    monitors = presets.standard(**all_five(max_samples=200))
+    for monitor in monitors:
+        monitor.schedule, monitor.images_every = every(5), 1
+    pl.seed_everything(0)
+    t = trainer(tmp_path_factory.mktemp("five"), max_steps=10, callbacks=monitors)
+    t.fit(MLPClassifier(hidden=(32,)), DigitsDataModule())
+    return FinishedRun(t.log_dir, monitors)
