@@ -153,8 +153,10 @@ class ProbeSet:
             raise TypeError("probe_data given as a sequence must be a pair of tensors (x, y).")
         if isinstance(data, (tuple, list)) and len(data[0]) != len(data[1]):
             raise ValueError(f"probe_data x has {len(data[0])} samples but y has {len(data[1])}.")
-        if max_samples < 1 or batch_size < 1:
-            raise ValueError(f"max_samples and batch_size must be positive, got {max_samples}, {batch_size}.")
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (max_samples, batch_size)):
+            raise ValueError(
+                f"max_samples and batch_size must be positive integers, got {max_samples!r}, {batch_size!r}."
+            )
         self.source = data
         self.max_samples = max_samples
         self.batch_size = batch_size

@@ -352,6 +352,8 @@ def relative_change(weight: Tensor, initial: Tensor) -> float:
             f"initial weights of shape {tuple(initial.shape)} do not match the weights {tuple(weight.shape)}; "
             "was the layer replaced after fit start?"
         )
+    if not bool(torch.isfinite(weight).all()) or not bool(torch.isfinite(initial).all()):
+        raise ValueError("weight or initial weights contain NaN or inf; the relative change is undefined.")
     w0 = initial.detach().to(torch.float64)
     diff = float(torch.linalg.matrix_norm(weight.detach().to(torch.float64) - w0.to(weight.device)))
     base = float(torch.linalg.matrix_norm(w0))
@@ -492,6 +494,8 @@ def condensation_stats(
             f"initial_weight of shape {tuple(initial_weight.shape)} does not match weight {tuple(weight.shape)}."
         )
     m, d = weight.shape
+    if m == 0:
+        raise ValueError(f"weight {tuple(weight.shape)} has no neurons (rows); condensation needs at least one.")
     idx = sample_neurons(m, max_neurons, seed).to(weight.device)  # (m_s,)
     w = weight.detach().to(torch.float64)  # (m, d)
     w_s = w if len(idx) == m else w[idx]  # (m_s, d)

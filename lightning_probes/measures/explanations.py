@@ -99,9 +99,16 @@ def kmeans_1d(values: Tensor, num_clusters: int, weights: Tensor | None = None) 
         >>> kmeans_1d(torch.tensor([0.0, 0.1, 0.2, 5.0, 5.1, 9.0]), 3).tolist()
         [0, 3, 5, 6]
     """
+    if values.ndim != 1:
+        raise ValueError(f"values must be a 1-D tensor, got shape {tuple(values.shape)}.")
     n = values.numel()
     if not 1 <= num_clusters <= n:
         raise ValueError(f"num_clusters must be in [1, {n}] for {n} distinct values, got {num_clusters}.")
+    if not bool(torch.isfinite(values).all()) or not bool((values[1:] > values[:-1]).all()):
+        raise ValueError("values must be finite, sorted and strictly increasing (e.g. torch.unique(...)).")
+    if weights is not None and (weights.shape != values.shape or not bool((weights > 0).all())):
+        raise ValueError(f"weights must be positive, one per value {tuple(values.shape)}, got shape "
+                         f"{tuple(weights.shape)}.")
     x = values.to(torch.float64)
     x = x - x.mean()  # centring keeps the prefix sums of squares well conditioned
     w = torch.ones_like(x) if weights is None else weights.to(torch.float64)
@@ -241,6 +248,8 @@ def range_masks(activations: Tensor, ranges: Tensor) -> Tensor:
         >>> range_masks(torch.tensor([0.5, 1.0, 2.0, 3.0]), torch.tensor([[1.0, 2.0]])).int().tolist()
         [[0, 1, 1, 0]]
     """
+    if ranges.ndim != 2 or ranges.shape[1] != 2:
+        raise ValueError(f"ranges must have shape (R, 2) (low, high), got {tuple(ranges.shape)}.")
     a = activations.to(torch.float64).unsqueeze(0)  # (1, *S)
     view = (-1,) + (1,) * activations.dim()
     return (a >= ranges[:, 0].reshape(view)) & (a <= ranges[:, 1].reshape(view))
@@ -293,6 +302,10 @@ sample_coverage=0.5, explanation_coverage=1.0)
     """
     if unit_mask.shape != formula_mask.shape:
         raise ValueError(f"unit mask {tuple(unit_mask.shape)} and formula mask {tuple(formula_mask.shape)} differ.")
+    if unit_mask.ndim == 0 or unit_mask.shape[0] == 0:
+        raise ValueError(f"masks must have shape (N, ...) with N >= 1 samples, got {tuple(unit_mask.shape)}.")
+    for label, mask in (("unit mask", unit_mask), ("formula mask", formula_mask)):
+        _check_binary(mask, label)
     m = unit_mask.reshape(unit_mask.shape[0], -1).bool()  # (N, S)
     f = formula_mask.reshape(formula_mask.shape[0], -1).bool()
     both = m & f
@@ -305,6 +318,11 @@ sample_coverage=0.5, explanation_coverage=1.0)
         sample_coverage=_ratio(overlapping, f.any(dim=1).sum()),
         explanation_coverage=_ratio(overlapping, m.any(dim=1).sum()),
     )
+
+
+def _check_binary(mask: Tensor, label: str) -> None:
+    if mask.dtype != torch.bool and (mask.is_floating_point() or not bool(((mask == 0) | (mask == 1)).all())):
+        raise ValueError(f"{label} must be a boolean (or 0/1 integer) tensor, got dtype {mask.dtype}.")
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,8 @@ class ConceptTable:
     def column_counts(self, unit_mask: Tensor) -> Tensor:
         """Number of unit-mask positions in each column, shape (G,) float64."""
         flat = unit_mask.reshape(-1)
+        if flat.dtype != torch.bool and (flat.is_floating_point() or not bool(((flat == 0) | (flat == 1)).all())):
+            raise ValueError(f"the unit mask must be a boolean (or 0/1 integer) tensor, got dtype {flat.dtype}.")
         if flat.numel() != self.group.numel():
             raise ValueError(
                 f"unit mask has {flat.numel()} positions but the concepts have {self.group.numel()} "
@@ -207,6 +209,8 @@ def prepare_concepts(concepts: Tensor, spatial_size: tuple[int, int] | None = No
     if not concepts.any():
         raise ValueError("no concept is present anywhere (all masks are False); check the concept annotations.")
     if concepts.dim() == 2 and spatial_size is not None:
+        if len(spatial_size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in spatial_size):
+            raise ValueError(f"spatial_size must be (h, w) of positive integers, got {tuple(spatial_size)}.")
         concepts = concepts[:, :, None, None].expand(n, k, *spatial_size)
     size = tuple(concepts.shape[2:])
     columns = concepts.reshape(n, k, -1).permute(0, 2, 1).reshape(-1, k)  # (N * S, K)

@@ -189,10 +189,12 @@ def whitened_pca(activations: Tensor, truncation: float = 1e-6) -> WhitenedPCA:
         ([1.0, 2.0, 0.5], torch.Size([3, 3]))
     """
     _check_finite(activations, "activations")
+    if activations.ndim == 0 or len(activations) < 2:
+        raise ValueError(f"need at least 2 samples to centre the activations, got shape {tuple(activations.shape)}.")
+    if not truncation > 0 or not math.isfinite(truncation):  # `not >`: NaN is refused too
+        raise ValueError(f"truncation must be a positive finite threshold, got {truncation}.")
     a = activations.reshape(len(activations), -1).to(_F64)  # (N, p)
     n, p = a.shape
-    if n < 2:
-        raise ValueError(f"need at least 2 samples to centre the activations, got {n}.")
     mu = a.mean(0)  # (p,)
     centred = a - mu
     cov = centred.T @ centred / n  # (p, p)
@@ -297,7 +299,12 @@ def lib_jacobians(
         raise ValueError(f"mode must be 'auto', 'rev', 'fwd' or 'dense', got {mode!r}.")
     if max_jacobian_elements < 1:
         raise ValueError(f"max_jacobian_elements must be positive, got {max_jacobian_elements}.")
+    _check_finite(activations, "activations")
     dense = _dense_parts(section) if activations.dim() == 2 else None
+    if next_basis.ndim != 2 or (dense is not None and next_basis.shape[0] != dense[0].out_features + 1):
+        expect = "(q+1, k)" if dense is None else f"({dense[0].out_features + 1}, k)"
+        raise ValueError(f"next_basis must be the next layer's basis C {expect} in augmented coordinates, got "
+                         f"shape {tuple(next_basis.shape)}.")
     if mode == "dense" and dense is None:
         raise ValueError("mode='dense' needs an nn.Linear or nn.Sequential(nn.Linear, elementwise activation) "
                          f"section on flat (N, p) activations; got {type(section).__name__} on "
@@ -395,7 +402,14 @@ def check_sections(sections: Sequence[Section], activations: Sequence[Tensor], r
         _check_finite(act, f"activations[{i}]")
     with torch.no_grad():
         for i, section in enumerate(sections):
-            got, want = section(activations[i]), activations[i + 1]
+            try:
+                got = section(activations[i])
+            except Exception as err:
+                raise ValueError(
+                    f"sections[{i}] cannot run on activations[{i}] (shape {tuple(activations[i].shape)}, dtype "
+                    f"{activations[i].dtype}): {type(err).__name__}: {err}"
+                ) from err
+            want = activations[i + 1]
             if got.shape != want.shape:
                 raise ValueError(
                     f"sections[{i}] maps activations[{i}] to shape {tuple(got.shape)} but activations[{i + 1}] "
@@ -630,6 +644,9 @@ def edges_for_mass(edges: Tensor, fraction: float) -> int:
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must lie in (0, 1], got {fraction}.")
+    if not bool(torch.isfinite(edges).all()) or bool((edges < 0).any()):
+        raise ValueError("edges must be finite and non-negative (squared attributions); got NaN, Inf or negative "
+                         "values.")
     values = edges.reshape(-1).to(_F64).sort(descending=True).values  # (E,)
     total = values.sum()
     if total <= 0:
@@ -666,6 +683,10 @@ def ablation_curve(
     """
     if len(targets) != len(activations):
         raise ValueError(f"got {len(activations)} activations but {len(targets)} targets.")
+    if targets.ndim != 1 or targets.is_floating_point():
+        raise ValueError(f"targets must be 1-D class indices, got dtype {targets.dtype} and shape "
+                         f"{tuple(targets.shape)}.")
+    _check_finite(activations, "activations")
     ks = list(range(1, basis.n_directions + 1)) if ks is None else list(ks)
     if any(k < 0 or k > basis.n_directions for k in ks):
         raise ValueError(f"ks must lie in [0, {basis.n_directions}], got {ks}.")
@@ -679,6 +700,10 @@ def ablation_curve(
         for section in sections:  # output shapes of each section, for the folded functions
             x = section(x)
             shapes.append(x.shape[1:])
+    classes = shapes[-1].numel()
+    if len(targets) and (int(targets.min()) < 0 or int(targets.max()) >= classes):
+        raise ValueError(f"targets must lie in 0..{classes - 1} (the output has {classes} classes), got "
+                         f"{int(targets.min())}..{int(targets.max())}.")
     chain = [vmap(_folded(s, shape)) for s, shape in zip(sections, shapes)]
     n, width = f.shape
     per_pass = max(1, max_elements // (n * width))  # how many k share one batched run of the chain

@@ -302,6 +302,11 @@ def and_or_interactions(
         [[0.0, 1.0, 1.0, 3.0]]
     """
     _num_players(v.shape[-1])
+    for label, t in (("v", v), ("gamma", gamma), ("delta", delta)):
+        if t is not None and t.shape != v.shape:
+            raise ValueError(f"{label} must have the shape of v {tuple(v.shape)}, got {tuple(t.shape)}.")
+        if t is not None and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{label} holds NaN or Inf; the interactions would be NaN.")
     gamma = torch.zeros_like(v) if gamma is None else gamma.to(v.dtype).clone()
     delta = torch.zeros_like(v) if delta is None else delta.to(v.dtype)
     half = 0.5 * (v - delta)  # (B, m)
@@ -324,6 +329,8 @@ def reconstruct(i_and: Tensor, i_or: Tensor) -> Tensor:
     Returns:
         The reconstructed game, shape (B, 2^n).
     """
+    if i_and.shape != i_or.shape:
+        raise ValueError(f"i_and {tuple(i_and.shape)} and i_or {tuple(i_or.shape)} must have the same shape.")
     i_or = i_or.clone()
     i_or[..., 0] = 0.0
     total_or = i_or.sum(-1, keepdim=True)  # (B, 1)
@@ -625,8 +632,8 @@ def sparse_and_or(
     _num_players(v.shape[-1])
     if not torch.isfinite(v).all():
         raise ValueError("v holds NaN or Inf; compute it with log_odds(...), which clamps saturated outputs.")
-    if kappa < 0:
-        raise ValueError(f"kappa must be ≥ 0, got {kappa}.")
+    if not (kappa >= 0 and math.isfinite(kappa)):  # NaN would silently make every bound NaN
+        raise ValueError(f"kappa must be a finite number ≥ 0, got {kappa}.")
     v64 = v.to(_F64)
     u = v64 - v64[:, :1]  # (B, m)
     box = kappa * (u[:, -1]).abs()  # (B,)
@@ -635,7 +642,7 @@ def sparse_and_or(
     lo[:, 0] = 0.0
     hi[:, 0] = 0.0
     if method == "admm":
-        if max_iter < 1 or check_every < 1 or tol < 0 or step <= 0:
+        if max_iter < 1 or check_every < 1 or not tol >= 0 or not step > 0:  # `not`: NaN is refused too
             raise ValueError("max_iter and check_every must be ≥ 1, tol ≥ 0 and step > 0.")
         with _one_thread():
             p, q, bound, iterations = _solve_admm(u, lo, hi, max_iter, tol, check_every, step, work_dtype)
@@ -973,6 +980,10 @@ class Players:
         elem = self.element_mask(keep)  # (R, *gshape)
         elem = elem.view(*elem.shape, *([1] * (x.ndim - elem.ndim)))  # broadcast trailing dims (embeddings)
         base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
+        sample = tuple(x.shape[1:])
+        if base.ndim > len(sample) or any(b not in (1, s) for b, s in zip(base.shape[::-1], sample[::-1])):
+            raise ValueError(f"baseline of shape {tuple(base.shape)} does not fit one sample of shape {sample}; "
+                             "give a scalar or a tensor of the sample's shape.")
         return torch.where(elem, x, base)
 
 
@@ -1093,7 +1104,12 @@ def masked_outputs(
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
     if players.n > MAX_PLAYERS_HARD:
         raise ValueError(f"{players.n} players means 2^{players.n} masked inputs per sample; use fewer players.")
+    if x.shape[0] == 0:
+        raise ValueError(f"x has no samples (shape {tuple(x.shape)}).")
     if baseline is None:
+        if not x.is_floating_point():
+            raise ValueError(f"x is {x.dtype}: the default baseline (the mean sample) needs float inputs; for token "
+                             "ids give the mask token id, e.g. baseline=0.")
         baseline = x.mean(0)
     bsz, m = x.shape[0], 1 << players.n
     subsets = subset_masks(players.n, x.device)  # (m, n)
@@ -1141,6 +1157,12 @@ def log_odds(logits: Tensor, target: Tensor, max_abs: float = 16.0) -> LogOdds:
         )
     if logits.ndim < 2:
         raise ValueError(f"logits must have shape (B, ..., C), got {tuple(logits.shape)}.")
+    if target.ndim != 1 or target.shape[0] != logits.shape[0]:
+        raise ValueError(f"target must have shape ({logits.shape[0]},) (one class per row of logits), got "
+                         f"{tuple(target.shape)}.")
+    if logits.is_floating_point() and bool(torch.isnan(logits).any()):
+        raise ValueError(f"logits hold NaN in {int(torch.isnan(logits).any(-1).sum())} rows; the log-odds are "
+                         "undefined there (NaN inputs, baseline or weights?).")
     num_classes = logits.shape[-1]
     tgt = target.view(target.shape[0], *([1] * (logits.ndim - 2))).expand(logits.shape[:-1])
     if num_classes == 1:
@@ -1209,6 +1231,13 @@ def fit_linear_probe(
         raise ValueError(f"{features.shape[0]} feature rows for {labels.shape[0]} labels.")
     if labels.dtype.is_floating_point:
         raise ValueError("Layer probes are classifiers: labels must be integer classes.")
+    if features.ndim < 2 or features.shape[0] == 0:
+        raise ValueError(f"features must have shape (N, ...) with N >= 1 samples, got {tuple(features.shape)}.")
+    if features.is_floating_point() and not bool(torch.isfinite(features).all()):
+        raise ValueError("features hold NaN or Inf; a linear probe cannot be fitted on them.")
+    if labels.ndim != 1 or int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(f"labels must be 1-D class indices in 0..{num_classes - 1}, got shape {tuple(labels.shape)} "
+                         f"and values {int(labels.min())}..{int(labels.max())}.")
     f = features.flatten(1).to(_F64)  # (N, p)
     mean = f.mean(0)
     scale = f.std(0, correction=0).clamp_min(1e-6)

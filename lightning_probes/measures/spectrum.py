@@ -107,6 +107,9 @@ class FeatureStatistics(Metric):
         y = targets.detach().reshape(batch, -1)
         if y.shape[1] != self.num_outputs:
             raise ValueError(f"regression targets must have {self.num_outputs} values per sample, got {y.shape[1]}.")
+        if y.is_floating_point() and not bool(torch.isfinite(y).all()):
+            bad = int((~torch.isfinite(y).all(dim=1)).sum())
+            raise ValueError(f"regression targets hold NaN or Inf in {bad} of {batch} samples; fix the probe targets.")
         out.copy_(y)
 
     def compute(self) -> FeatureStatisticsValue:
@@ -179,6 +182,9 @@ def nearest_class_mean(features: Tensor, class_means: Tensor) -> Tensor:
 
     Rows of ``class_means`` that are NaN (classes absent from the probe set) are never chosen.
     """
+    if features.ndim != 2 or class_means.ndim != 2 or features.shape[1] != class_means.shape[1]:
+        raise ValueError(f"features (B, p) and class_means (C, p) must share p, got {tuple(features.shape)} and "
+                         f"{tuple(class_means.shape)}.")
     phi = features.to(_F64)
     means = class_means.to(device=phi.device, dtype=_F64)
     # ‖Φ - μ_c‖² = ‖μ_c‖² - 2 Φ·μ_c + const: one matmul instead of a (B, C, p) difference tensor
@@ -233,6 +239,10 @@ def diagonalise(
         >>> spec.eigenvalues.tolist(), spec.rank
         ([4.0, 1.0, 0.0], 2)
     """
+    if second_moment.ndim != 2 or second_moment.shape[0] != second_moment.shape[1]:
+        raise ValueError(f"second_moment must be a square (p, p) matrix, got shape {tuple(second_moment.shape)}.")
+    if not bool(torch.isfinite(second_moment).all()):
+        raise ValueError("second_moment holds NaN or Inf; the spectrum of non-finite features is undefined.")
     sigma = second_moment.to(_F64)
     evals, evecs = torch.linalg.eigh(sigma)  # ascending; reads one triangle, so no symmetrising copy
     evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
@@ -258,7 +268,14 @@ def kernel_diagonalise(
         >>> kernel_diagonalise(phi).nonzero.tolist()
         [2.0, 0.5]
     """
-    eps = feature_eps if feature_eps is not None else torch.finfo(features.dtype).eps
+    if features.ndim != 2 or len(features) == 0:
+        raise ValueError(f"features must be a non-empty (N, p) matrix, got shape {tuple(features.shape)}.")
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError("features hold NaN or Inf; the spectrum of non-finite features is undefined.")
+    if feature_eps is not None:
+        eps = feature_eps
+    else:  # integer features are exact: float32's tolerance, as FeatureStatistics uses
+        eps = torch.finfo(features.dtype if features.is_floating_point() else torch.float32).eps
     phi = features.to(_F64)  # (N, p)
     if center:
         phi = phi - phi.mean(0)
@@ -278,6 +295,9 @@ def kernel_diagonalise(
 def participation_ratio(eigenvalues: Tensor) -> float:
     """(Σλ)² / Σλ²: the effective number of eigenvalues (1 for one direction, p for a flat spectrum)."""
     lam = eigenvalues.to(_F64)
+    if not bool(torch.isfinite(lam).all()) or bool((lam < 0).any()):
+        raise ValueError("eigenvalues must be finite and non-negative (those of a covariance), got "
+                         f"{eigenvalues.tolist() if eigenvalues.numel() <= 8 else 'NaN, Inf or negative values'}.")
     denom = float((lam * lam).sum())
     return float(lam.sum() ** 2 / denom) if denom > 0 else 0.0
 
@@ -366,6 +386,14 @@ def neural_collapse(
     """
     if stats.class_counts is None or stats.class_sums is None:
         raise ValueError("neural collapse needs class statistics (classification targets).")
+    if float(stats.nonfinite) > 0:
+        raise FloatingPointError(
+            f"features hold NaN or Inf in {int(stats.nonfinite)} of {int(stats.n)} probe samples; neural collapse "
+            "is undefined."
+        )
+    if weight is not None and (weight.ndim != 2 or tuple(weight.shape) != tuple(stats.class_sums.shape)):
+        raise ValueError(f"weight must be the (C, p) = {tuple(stats.class_sums.shape)} head weight, got "
+                         f"{tuple(weight.shape)}.")
     counts, sums = stats.class_counts, stats.class_sums  # (C,), (C, p)
     present = counts > 0
     k = int(present.sum())
@@ -458,6 +486,18 @@ def summarise(
     n = float(stats.n)
     if n < 1:
         raise ValueError("no probe samples were seen.")
+    p = stats.gram.shape[0]
+    if weight.ndim != 2 or weight.shape[1] != p:
+        raise ValueError(f"weight must be the (C, {p}) head weight of these {p} features, got {tuple(weight.shape)}.")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"bias must have shape ({weight.shape[0]},) to match weight, got {tuple(bias.shape)}.")
+    if not bool(torch.isfinite(weight).all()) or (bias is not None and not bool(torch.isfinite(bias).all())):
+        raise FloatingPointError("the head's weight or bias holds NaN or Inf; the learned function's power is "
+                                 "undefined; probe skipped.")
+    if not 0 < power_threshold <= 1:  # `not`: NaN is refused too
+        raise ValueError(f"power_threshold must be in (0, 1], got {power_threshold}.")
+    if gap is not None and not gap >= 1:
+        raise ValueError(f"gap is a ratio λ_C/λ_(C+1) >= 1, got {gap}.")
     if float(stats.nonfinite) > 0:
         raise FloatingPointError(
             f"features hold NaN or Inf in {int(stats.nonfinite)} of {int(n)} probe samples; probe skipped."

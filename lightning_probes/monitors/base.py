@@ -183,10 +183,25 @@ class Monitor(Callback):
                     f"{type(self).__name__} needs at least {need} probe samples, the probe set has "
                     f"{len(self.probe_set)}; raise max_samples or pass more probe_data."
                 )
+            self._check_probe_inputs(pl_module)
         self._write_dashboard(trainer)
         self._train_start = time.perf_counter()
         self._train_base = self.clock.train_seconds
         self._session_probe_seconds = 0.0
+
+    def _check_probe_inputs(self, pl_module: pl.LightningModule) -> None:
+        """Run one probe sample through the model at fit start, so probe data the model cannot take (wrong shape or
+        dtype) fails here with a message about the probe data, not deep in a probe as a shape error."""
+        x = self.probe_set.inputs[:1].to(pl_module.device)
+        try:
+            with probing(pl_module):
+                pl_module(x)
+        except Exception as err:
+            raise ValueError(
+                f"{type(self).__name__}: the model cannot run on the probe inputs (samples of shape "
+                f"{tuple(x.shape[1:])}, dtype {x.dtype}): {type(err).__name__}: {err}. probe_data must hold inputs "
+                "the model takes, like its training batches."
+            ) from err
 
     @override
     def on_train_batch_start(

@@ -101,6 +101,8 @@ class CondensationMonitor(Monitor):
             raise ValueError(f"max_neurons must be an integer >= 2, got {max_neurons!r}.")
         if not isinstance(stage_threshold, (int, float)) or not math.isfinite(stage_threshold) or stage_threshold <= 0:
             raise ValueError(f"stage_threshold must be a positive relative change, got {stage_threshold!r}.")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer (it seeds the neuron sample), got {seed!r}.")
         for trig in self.triggers:
             if isinstance(trig, StopWhen) and trig.metric.endswith("initial_stage_end"):
                 raise ValueError(

@@ -100,6 +100,10 @@ class InteractionBasisMonitor(Monitor):
             raise ValueError(f"truncation must be a positive finite eigenvalue threshold, got {truncation!r}.")
         if final_basis not in ("pca", "identity"):
             raise ValueError(f"final_basis must be 'pca' or 'identity', got {final_basis!r}.")
+        for spec in sections or []:
+            if not (isinstance(spec, (nn.Module, str)) or (isinstance(spec, Sequence) and spec
+                                                            and all(isinstance(n, str) and n for n in spec))):
+                raise TypeError(f"a section is a module, a module name or a non-empty list of names; got {spec!r}.")
         if sections is not None and len(sections) != len(layers):
             raise ValueError(
                 f"sections needs one entry per layer ({len(layers)}): sections[i] maps the input of layers[i] to "
@@ -253,9 +257,9 @@ class InteractionBasisMonitor(Monitor):
                 ))
             report.images[f"edges/{layer}"] = _side_by_side(panels)
         if self.ablation:
-            if targets is None or targets.is_floating_point():
-                self.warn_once("ablation-targets", "ablation=True needs class-index targets in the probe data; "
-                                                   "the ablation curve is skipped.")
+            if targets is None or targets.is_floating_point() or targets.ndim != 1:
+                self.warn_once("ablation-targets", "ablation=True needs class-index targets of shape (N,) in the "
+                                                   "probe data; the ablation curve is skipped.")
                 return
             for l, layer in enumerate(self.layers):
                 curves = {}

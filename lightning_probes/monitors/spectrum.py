@@ -74,12 +74,13 @@ class FeatureSpectrumMonitor(Monitor):
             raise ValueError("head must name the final nn.Linear module, e.g. head='classifier'.")
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
-        if not 0 < power_threshold <= 1:
-            raise ValueError(f"power_threshold must be in (0, 1], got {power_threshold}.")
+        if isinstance(power_threshold, bool) or not isinstance(power_threshold, (int, float)) \
+                or not 0 < power_threshold <= 1:
+            raise ValueError(f"power_threshold must be a number in (0, 1], got {power_threshold!r}.")
         if nc4_means not in ("previous", "current"):
             raise ValueError(f"nc4_means must be 'previous' or 'current', got {nc4_means!r}.")
-        if gap is not None and gap < 1:
-            raise ValueError(f"gap is a ratio λ_C/λ_(C+1) >= 1, got {gap}.")
+        if gap is not None and (isinstance(gap, bool) or not isinstance(gap, (int, float)) or not gap >= 1):
+            raise ValueError(f"gap is a ratio λ_C/λ_(C+1) >= 1, got {gap!r}.")  # `not >=`: NaN is refused too
         self.head = head
         self.num_classes = num_classes
         self.center = center
