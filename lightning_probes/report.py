@@ -128,8 +128,18 @@ def _markdown_to_html(text: str) -> str:
     """Blocks separated by blank lines: markdown pipe tables become HTML tables, other blocks paragraphs.
 
     Example:
-        >>> _markdown_to_html("Unit 3 is dead.\\n\\n| a | b |\\n|---|---|\\n| 1 | x \\\\| y |")
-        '<p>Unit 3 is dead.</p><table><thead><tr><th>a</th><th>b</th></tr></thead><tbody><tr><td>1</td><td>x | y</td></tr></tbody></table>'
+        >>> text = "Unit 3 is dead.\\n\\n| a | b |\\n|---|---|\\n| 1 | x \\\\| y |"
+        >>> print(_markdown_to_html(text).replace("<t", "\\n<t"))
+        <p>Unit 3 is dead.</p>
+        <table>
+        <thead>
+        <tr>
+        <th>a</th>
+        <th>b</th></tr></thead>
+        <tbody>
+        <tr>
+        <td>1</td>
+        <td>x | y</td></tr></tbody></table>
     """
     return "".join(_block_to_html(block) for block in re.split(r"\n\s*\n", text.strip()) if block.strip())
 

@@ -201,3 +201,17 @@ def test_bad_concepts(concepts, match):
 def test_concept_tensor_needs_names():
     with pytest.raises(ValueError, match="concept_names is required"):
         ConceptMonitor("conv2", torch.ones(4, 2, dtype=torch.bool))
+
+
+def test_max_units_explains_evenly_spaced_units_of_a_wide_layer(tmp_path):
+    probe = ShapesProbe(num_samples=16, size=16, seed=3)
+    monitor = ConceptMonitor("conv2", probe, max_units=3, num_clusters=2, schedule=every(100), images_every=0)
+    trainer(tmp_path, max_steps=1, callbacks=[monitor], logger=False).fit(
+        ShapesCNN(channels=(8, 32)), ShapesDataModule(num_train=32, num_val=16, size=16, batch_size=16))
+    assert monitor._units == [0, 16, 31]  # linspace(0, 31, 3) rounded: both ends and the middle
+    text = monitor.summary()
+    assert "of 3 units explained" in text
+    with pytest.raises(ValueError, match="not both"):
+        ConceptMonitor("conv2", probe, units=[0], max_units=2)
+    with pytest.raises(ValueError, match="max_units must be a positive integer"):
+        ConceptMonitor("conv2", probe, max_units=0)

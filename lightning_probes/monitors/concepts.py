@@ -7,6 +7,7 @@ formulas live in :mod:`lightning_probes.measures.explanations`.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -52,7 +53,7 @@ class ConceptMonitor(Monitor):
             position; or a :class:`~lightning_probes.datasets.ConceptProbe` (e.g. ``ShapesProbe``) that carries
             the probe inputs, the masks and the names together.
         concept_names: K names (taken from the ``ConceptProbe`` if omitted there; required with a tensor).
-        units: channel indices to explain (default: all).
+        units: channel indices to explain (default: all, or ``max_units`` of them).
         num_clusters: activation ranges per unit (paper: 5; 1 = top 0.5%).
         max_length: longest formula, 1 to 3.
         iou_threshold: a unit is explained when its highest range reaches this IoU (Bau et al. 2017 use 0.04).
@@ -60,6 +61,8 @@ class ConceptMonitor(Monitor):
         time_budget: seconds allowed to one exact search before it falls back to beam search (None: no limit).
         beam_width: beam size (paper: 5).
         first_beam: atoms in the first beam (paper: 10).
+        max_units: with ``units`` unset, explain at most this many units, evenly spaced over the channels (each
+            unit is one search per range: this bounds the probe's cost on wide layers).
         probe_data: the probe inputs the concepts describe, sample for sample: ``x``, ``(x, y)`` or a Dataset;
             taken from a ``ConceptProbe``; with a concept tensor and no probe_data, the first N samples of the
             training dataset (read by index, so unaffected by shuffling).
@@ -87,6 +90,7 @@ class ConceptMonitor(Monitor):
         time_budget: float | None = 10.0,
         beam_width: int = 5,
         first_beam: int = 10,
+        max_units: int | None = None,
         probe_data: Source | None = None,
         max_samples: int | None = None,
         **kwargs: Any,
@@ -118,22 +122,30 @@ class ConceptMonitor(Monitor):
             raise ValueError(f"concept_names must be {k} distinct names (one per concept), got {len(names)}.")
         self.concept_names = names
         if units is not None:
-            units = [int(u) for u in units]
+            try:  # operator.index: ints (and numpy / 0-d tensor ints), never a float or a string
+                units = [operator.index(u) for u in units]
+            except TypeError:
+                raise TypeError(f"units must be a list of integer channel indices, got {units!r}.") from None
             if not units or min(units) < 0 or len(set(units)) != len(units):
                 raise ValueError(f"units must be distinct non-negative channel indices, got {units}.")
         self.units = units
+        if max_units is not None and (isinstance(max_units, bool) or not isinstance(max_units, int) or max_units < 1):
+            raise ValueError(f"max_units must be a positive integer or None, got {max_units!r}.")
+        if max_units is not None and units is not None:
+            raise ValueError("give units (which ones) or max_units (how many), not both.")
+        self.max_units = max_units
         if not isinstance(num_clusters, int) or num_clusters < 1:
             raise ValueError(f"num_clusters must be a positive integer, got {num_clusters!r}.")
         if max_length not in (1, 2, 3):
             raise ValueError(f"max_length must be 1, 2 or 3, got {max_length!r}.")
-        if not 0 <= iou_threshold <= 1:
-            raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}.")
+        if not _real(iou_threshold) or not 0 <= iou_threshold <= 1:
+            raise ValueError(f"iou_threshold must be a number in [0, 1], got {iou_threshold!r}.")
         if search not in ("exact", "beam"):
             raise ValueError(f"search must be 'exact' or 'beam', got {search!r}.")
-        if time_budget is not None and not time_budget > 0:
-            raise ValueError(f"time_budget must be positive seconds or None, got {time_budget}.")
-        if beam_width < 1 or first_beam < 1:
-            raise ValueError(f"beam_width and first_beam must be >= 1, got {beam_width} and {first_beam}.")
+        if time_budget is not None and (not _real(time_budget) or not time_budget > 0):
+            raise ValueError(f"time_budget must be positive seconds or None, got {time_budget!r}.")
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (beam_width, first_beam)):
+            raise ValueError(f"beam_width and first_beam must be integers >= 1, got {beam_width!r} and {first_beam!r}.")
         self.num_clusters, self.max_length, self.iou_threshold = num_clusters, max_length, iou_threshold
         self.search, self.time_budget, self.beam_width, self.first_beam = search, time_budget, beam_width, first_beam
         self.last_formulas: dict[str, str] = {}  # "unit/range" -> formula name at the previous probe
@@ -162,8 +174,8 @@ class ConceptMonitor(Monitor):
         p = self.prefix
         return {
             "probes/concepts": {
-                "mean IoU per activation range": ["Multiline", [f"{p}mean_iou_range_[0-9]+$"]],
                 "specialisation (highest - lowest range)": ["Multiline", [f"{p}specialisation$"]],
+                "mean IoU per activation range": ["Multiline", [f"{p}mean_iou_range_[0-9]+$"]],
                 "units": ["Multiline", [f"{p}n_units_explained$", f"{p}n_inactive_units$"]],
                 "search": ["Multiline", [f"{p}n_formula_changes$", f"{p}n_beam_fallbacks$"]],
             }
@@ -193,7 +205,12 @@ class ConceptMonitor(Monitor):
             raise ValueError(f"layer {self.layer!r} outputs shape {tuple(out.shape)}; ConceptMonitor needs units as "
                              "(N, C) or (N, C, h, w).")
         channels = out.shape[1]
-        self._units = list(range(channels)) if self.units is None else self.units
+        if self.units is not None:
+            self._units = self.units
+        elif self.max_units is not None and self.max_units < channels:  # evenly spaced, first and last included
+            self._units = torch.linspace(0, channels - 1, self.max_units).round().long().unique().tolist()
+        else:
+            self._units = list(range(channels))
         if max(self._units) >= channels:
             raise ValueError(f"units {self._units} out of range: layer {self.layer!r} has {channels} channels.")
         if self.concepts.dim() == 4:
@@ -304,3 +321,7 @@ class ConceptMonitor(Monitor):
                 f"specialisation {last['specialisation']:.3f}; {int(last['n_units_explained'])} of "
                 f"{len(self._units)} units explained (IoU >= {self.iou_threshold}), "
                 f"{int(last['n_inactive_units'])} inactive")
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

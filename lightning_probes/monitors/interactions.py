@@ -126,16 +126,24 @@ class InteractionMonitor(Monitor):
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
         if self.probe_set is not None and num_samples > self.probe_set.max_samples:
             raise ValueError(f"num_samples={num_samples} exceeds max_samples={self.probe_set.max_samples}.")
-        if not 0 < tau < 1:
-            raise ValueError(f"tau is a fraction of the largest |I|, in (0, 1); got {tau}.")
-        if not 0 <= kappa < 1:
-            raise ValueError(f"kappa is a fraction of |v(N) - v(∅)|, in [0, 1); got {kappa}.")
+        if not _real(tau) or not 0 < tau < 1:
+            raise ValueError(f"tau is a fraction of the largest |I|, in (0, 1); got {tau!r}.")
+        if not _real(kappa) or not 0 <= kappa < 1:
+            raise ValueError(f"kappa is a fraction of |v(N) - v(∅)|, in [0, 1); got {kappa!r}.")
         for label, value in (("solver_iterations", solver_iterations), ("forward_batch_size", forward_batch_size),
                              ("text_samples", text_samples), ("top_k", top_k)):
             if not isinstance(value, int) or value < (0 if label == "text_samples" else 1):
                 raise ValueError(f"{label} must be a positive integer, got {value!r}.")
-        if probe_l2 < 0:
-            raise ValueError(f"probe_l2 must be ≥ 0, got {probe_l2}.")
+        if not _real(probe_l2) or not (probe_l2 >= 0 and math.isfinite(probe_l2)):
+            raise ValueError(f"probe_l2 must be a finite number ≥ 0, got {probe_l2!r}.")
+        if baseline is not None:
+            try:
+                base = torch.as_tensor(baseline)
+            except (TypeError, ValueError, RuntimeError):
+                raise TypeError(f"baseline must be a tensor (one sample's shape), a number or None (the probe-set "
+                                f"mean), got {type(baseline).__name__}.") from None
+            if base.is_floating_point() and not bool(torch.isfinite(base).all()):
+                raise ValueError("baseline holds NaN or Inf; every masked input would be NaN.")
         self.players = players
         self.layers = names
         self.num_samples = num_samples
@@ -165,8 +173,8 @@ class InteractionMonitor(Monitor):
         return {
             "probes/interactions": {
                 "salient interactions": ["Multiline", [f"{p}n_salient$", f"{p}mean_order$"]],
-                "salient interactions by order": ["Multiline", [f"{p}n_salient_order_[0-9]+$"]],
                 "emerged and forgotten": ["Multiline", [f"{p}emerged$", f"{p}forgotten$", f"{p}iou_previous$"]],
+                "salient interactions by order": ["Multiline", [f"{p}n_salient_order_[0-9]+$"]],
                 "completeness per layer": ["Multiline", [f"{p}.*/completeness$"]],
                 "redundancy per layer": ["Multiline", [f"{p}.*/redundancy$"]],
             }
@@ -196,6 +204,11 @@ class InteractionMonitor(Monitor):
                 f"players were built for samples of shape {shape}, but the probe inputs have shape "
                 f"{tuple(probe.inputs.shape[1:])}; build them for what the model takes (e.g. flatten=True)."
             )
+        if self.baseline is None and not probe.inputs.is_floating_point():
+            raise ValueError(f"the probe inputs are {probe.inputs.dtype}: the default baseline (the probe-set mean) "
+                             "needs float inputs; for token ids pass the mask token id, e.g. baseline=0.")
+        if self.baseline is not None:  # a baseline that does not fit one sample fails here, not at the first probe
+            self.players.mask(probe.inputs[:1], torch.ones(1, self.players.n, dtype=torch.bool), self.baseline)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -377,6 +390,10 @@ def _split(result: AndOrDecomposition, sources: list[str], per: int, tau: float)
             "i_and": i_and, "i_or": i_or, "mask": salient_mask(i_and, i_or, tau), "objective": result.objective[rows]
         }
     return out
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _ratio(part: Tensor, rest: Tensor) -> float:
