@@ -87,7 +87,8 @@ def memory_bytes(num_samples: int) -> int:
 
     stats = FeatureStatistics(256, 10)
     for start in range(0, num_samples, 256):
-        stats.update(torch.randn(min(256, num_samples - start), 256), torch.randint(0, 10, (min(256, num_samples - start),)))
+        batch = min(256, num_samples - start)
+        stats.update(torch.randn(batch, 256), torch.randint(0, 10, (batch,)))
     return sum(v.numel() * v.element_size() for v in stats.metric_state.values())
 
 

@@ -203,7 +203,9 @@ def _build_three_layer(
 ) -> None:
     """Give ``host`` the layers ``layer1``, ``layer2``, ``output`` and the activation, initialised as asked."""
     if min(in_features, width, out_features) < 1:
-        raise ValueError(f"in_features, width and out_features must be positive, got {in_features, width, out_features}.")
+        raise ValueError(
+            f"in_features, width and out_features must be positive, got {in_features, width, out_features}."
+        )
     if init_gamma is not None and init_std is not None:
         raise ValueError("Give init_gamma or init_std, not both (or neither for PyTorch's default init).")
     host.layer1 = nn.Linear(in_features, width, bias=bias)

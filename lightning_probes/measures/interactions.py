@@ -501,7 +501,7 @@ def _solve_lp(u: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor
     from scipy.optimize import linprog
 
     bsz, m = u.shape
-    n = _num_players(m)
+    _num_players(m)  # m must be 2^n
     rows, cols = [], []
     for t in range(m):  # enumerate the submasks S of every T: 3^n pairs
         s = t

@@ -100,7 +100,8 @@ class FeatureStatistics(Metric):
                 raise ValueError("classification targets must be a 1-D tensor of class indices.")
             if len(targets) and (targets.min() < 0 or targets.max() >= self.num_outputs):
                 raise ValueError(
-                    f"class indices must lie in [0, {self.num_outputs}); got {int(targets.min())}..{int(targets.max())}."
+                    f"class indices must lie in [0, {self.num_outputs}); "
+                    f"got {int(targets.min())}..{int(targets.max())}."
                 )
             out.zero_().scatter_(1, targets.long().view(-1, 1), 1.0)  # one-hot
             return
