@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import lightning.pytorch as pl
 import pytest
+import torch
 from helpers import all_five, trainer
 
 from lightning_probes import presets
@@ -11,6 +12,17 @@ from lightning_probes.datasets import DigitsDataModule
 from lightning_probes.models import MLPClassifier
 from lightning_probes.monitors.base import Monitor
 from lightning_probes.schedules import every
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one intra-op thread for the test: small matrices on a shared 2-core machine gain nothing from a
+    second OpenMP thread, which only spin-waits (steps up to 10x slower), and one thread keeps the reduction
+    order, hence the figures, the same from run to run. Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @dataclass

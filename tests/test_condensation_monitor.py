@@ -15,13 +15,7 @@ from lightning_probes.schedules import every
 from lightning_probes.triggers import StopWhen
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny matrices on a shared 2-core machine: a second OpenMP thread only spin-waits (10x slower steps)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def fit(tmp_path, monitor, model, max_steps, data=None, **trainer_kw):

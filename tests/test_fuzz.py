@@ -63,13 +63,7 @@ LIB_LAYERS = ["features.0", "features.2", "classifier"]
 
 
 # ---------------------------------------------------------------------------------------------------- plumbing
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The cases are tiny: one intra-op thread is faster on a shared machine and leaves the other core alone."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(autouse=True)

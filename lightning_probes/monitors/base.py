@@ -53,7 +53,7 @@ class Monitor(Callback):
         batch_size: batch size of the probe's forward passes.
         triggers: stop conditions on this monitor's scalars (:class:`~lightning_probes.triggers.StopWhen`, ...).
         on_error: ``"warn"`` (a failed probe is reported once per kind of error and training goes on; the next due
-            step tries again) or ``"raise"``.
+            step tries again; under DDP a probe that fails on one rank is skipped on every rank) or ``"raise"``.
         at_start: also probe before the first optimizer step (step 0).
         at_end: also probe when training ends (if the last step was not probed already).
         images_every: render pictures and histograms on every ``images_every``-th probe (and the last); they cost
@@ -148,7 +148,9 @@ class Monitor(Callback):
         """Run rank-local work (forward passes, accumulation) before a collective step such as a metric sync.
 
         All ranks agree whether any of them failed before anyone enters the collective, so a probe that fails on
-        one rank fails on all of them instead of leaving the others waiting in the sync forever.
+        one rank fails on all of them instead of leaving the others waiting in the sync forever. (A probe that
+        fails on one rank outside ``rank_local`` is agreed on by the base class after :meth:`measure`; its
+        agreement meets the others' first ``rank_local``, so everything before the first one is covered too.)
         """
         error: Exception | None = None
         result = None
@@ -157,7 +159,9 @@ class Monitor(Callback):
         except Exception as err:  # re-raised below, after the ranks have agreed
             error = err
         if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(error is not None, all=False):
-            raise error or RuntimeError("the probe failed on another rank (see its warning); skipped on all ranks")
+            error = error or RuntimeError(_FAILED_ELSEWHERE)
+            error._lp_ranks_agreed = True  # type: ignore[attr-defined]  # _probe must not ask the ranks again
+            raise error
         if error is not None:
             raise error
         return result
@@ -266,6 +270,9 @@ class Monitor(Callback):
         self.step = step
         self.render_images = self.images_every > 0 and (final or self.clock.n_probes % self.images_every == 0)
         report: Report | None = None
+        error: Exception | None = None
+        # under DDP a probe skipped because another rank failed must leave no trace here either
+        snapshot = self.state_dict() if trainer.world_size > 1 else None
         try:
             with probing(pl_module, grad=self.needs_grad):
                 report = self.measure(trainer, pl_module)
@@ -273,10 +280,22 @@ class Monitor(Callback):
         except Exception as err:  # a failed measurement must not kill someone's training run
             if self.on_error == "raise":
                 raise
+            error = err
+        # a probe that failed on any rank is skipped on every rank, so the ranks keep the same history and state.
+        # Unless they already agreed in rank_local, they agree here — and a rank that failed before its first
+        # rank_local meets, with this collective, the others waiting in theirs (no hang)
+        agree = trainer.world_size > 1 and not _ranks_agreed(error)
+        if agree and trainer.strategy.reduce_boolean_decision(error is not None, all=False):
+            error = error or RuntimeError(_FAILED_ELSEWHERE)
+        if error is not None:
+            if snapshot is not None:
+                # measure() may have moved this rank's state on (previous interactions, formulas, class means):
+                # put it back, so every rank carries the same state into the next probe
+                self.load_state_dict(snapshot)
             self.failures += 1
             self.warn_once(
-                type(err).__name__,
-                f"probe at step {step} failed and was skipped ({type(err).__name__}: {err}); training goes on and "
+                type(error).__name__,
+                f"probe at step {step} failed and was skipped ({type(error).__name__}: {error}); training goes on and "
                 "the next due step tries again. Pass on_error='raise' to stop on it.",
             )
             report = None
@@ -358,6 +377,19 @@ class Monitor(Callback):
     def _flush(trainer: pl.Trainer) -> None:
         for writer in _tensorboard_writers(trainer):
             writer.flush()
+
+
+_FAILED_ELSEWHERE = "the probe failed on another rank (see its warning); skipped on all ranks"
+
+
+def _ranks_agreed(error: BaseException | None) -> bool:
+    """Whether the ranks already agreed on this failure in :meth:`Monitor.rank_local` (also when re-raised as
+    another exception)."""
+    while error is not None:
+        if getattr(error, "_lp_ranks_agreed", False):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _tensorboard_writers(trainer: pl.Trainer) -> list[Any]:
