@@ -1,17 +1,17 @@
-"""Fixtures shared across test files."""
+"""Fixtures shared across test files.
+
+Lightning is imported inside the fixtures, not here: conftest is loaded before pytest's log capture is set up, and
+lightning.pytorch, imported while the root logger has no handler, stops propagating its messages (``caplog``
+would no longer see them).
+"""
+
+from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import all_five, trainer
-
-from lightning_probes import presets
-from lightning_probes.datasets import DigitsDataModule
-from lightning_probes.models import MLPClassifier
-from lightning_probes.monitors.base import Monitor
-from lightning_probes.schedules import every
 
 
 @pytest.fixture
@@ -28,13 +28,21 @@ def one_thread():
 @dataclass
 class FinishedRun:
     log_dir: str
-    monitors: list[Monitor]
+    monitors: list[Any]  # the Monitor objects, after the fit
 
 
 @pytest.fixture(scope="session")
 def five_monitor_run(tmp_path_factory) -> FinishedRun:
     """One finished fit of the digits MLP with all five monitors (a preset's set), probing every 5 steps with
     pictures each time; the dashboard and the report tests read its logs."""
+    import lightning.pytorch as pl
+    from helpers import all_five, trainer
+
+    from lightning_probes import presets
+    from lightning_probes.datasets import DigitsDataModule
+    from lightning_probes.models import MLPClassifier
+    from lightning_probes.schedules import every
+
     monitors = presets.standard(**all_five(max_samples=200))
     for monitor in monitors:
         monitor.schedule, monitor.images_every = every(5), 1
