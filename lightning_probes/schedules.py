@@ -23,6 +23,7 @@ class Clock:
     last_probe_seconds: float = 0.0
     n_probes: int = 0
     last_step: int = -1
+    next_probe_seconds: float | None = None  # expected cost of the next probe when it differs from the last one's
 
 
 class Schedule(ABC):
@@ -32,6 +33,10 @@ class Schedule(ABC):
 
     @abstractmethod
     def __call__(self, step: int, clock: Clock) -> bool: ...
+
+    def affords(self, seconds: float, clock: Clock) -> bool:
+        """Whether ``seconds`` more of the monitor's time fit (pictures on a due probe); only a time budget says no."""
+        return True
 
 
 class Every(Schedule):
@@ -92,7 +97,8 @@ class LogSpaced(Schedule):
 class Budget(Schedule):
     """Adaptive: probe whenever the monitor's cumulative time, plus the expected cost of one more probe (the last
     probe's), stays within ``fraction`` of the training time so far — so the overhead stays at or below
-    ``1 + fraction``. ``min_interval`` spaces probes by at least that many steps.
+    ``1 + fraction``. ``min_interval`` spaces probes by at least that many steps. Pictures come out of the same
+    budget: a probe draws its due pictures only when their expected cost fits too, else a later probe does.
 
     Example:
         >>> due = budget(0.05)
@@ -114,7 +120,20 @@ class Budget(Schedule):
     def __call__(self, step: int, clock: Clock) -> bool:
         if clock.n_probes and step - clock.last_step < self.min_interval:
             return False
-        return clock.probe_seconds + clock.last_probe_seconds <= self.fraction * clock.train_seconds
+        expected = clock.last_probe_seconds if clock.next_probe_seconds is None else clock.next_probe_seconds
+        return clock.probe_seconds + expected <= self.fraction * clock.train_seconds
+
+    def affords(self, seconds: float, clock: Clock) -> bool:
+        """Pictures are paid from the same budget: ``seconds`` more must fit, and training must have paid for
+        something first (no pictures before the first step).
+
+        Example:
+            >>> budget(0.1).affords(0.5, Clock(train_seconds=10.0, probe_seconds=0.4))
+            True
+            >>> budget(0.1).affords(0.7, Clock(train_seconds=10.0, probe_seconds=0.4))
+            False
+        """
+        return clock.train_seconds > 0 and clock.probe_seconds + seconds <= self.fraction * clock.train_seconds
 
     def __repr__(self) -> str:
         return f"budget({self.fraction}, min_interval={self.min_interval})"

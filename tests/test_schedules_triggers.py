@@ -129,3 +129,32 @@ def test_probe_does_not_leave_grad_or_eval_mode_behind():
         with probing(model):
             raise RuntimeError("measure failed")
     assert model.training and torch.is_grad_enabled()
+
+
+class PictureMonitor(SlowMonitor):
+    """Scalars cost nothing, each picture 50 ms: records on which probes pictures were drawn."""
+
+    name = "pictures"
+
+    def measure(self, trainer, pl_module):
+        report = super().measure(trainer, pl_module)
+        if self.render_images:
+            time.sleep(0.05)
+            self.drawn.append(self.step)
+        return report
+
+
+def test_a_budget_pays_for_pictures_too_and_still_draws_them(tmp_path):
+    class Paced(pl.Callback):  # 5 ms of training per step, so the budget has something to pay from
+        def on_train_batch_end(self, *args):
+            time.sleep(0.005)
+
+    monitor = PictureMonitor(schedule=budget(0.2), images_every=1)
+    monitor.drawn = []
+    fit(tmp_path, [Paced(), monitor], max_steps=120, logger=False)
+    assert monitor.drawn and 0 not in monitor.drawn  # none before training paid for them, then some
+    assert monitor.clock.probe_seconds <= 0.2 * monitor.clock.train_seconds + 0.05  # within budget, up to the final
+    every_probe = PictureMonitor(schedule=every(40), images_every=1)
+    every_probe.drawn = []
+    fit(tmp_path, [every_probe], max_steps=80, logger=False)
+    assert every_probe.drawn == [0, 40, 80]  # a step schedule is not held to time: pictures as the cadence says

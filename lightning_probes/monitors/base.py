@@ -58,6 +58,8 @@ class Monitor(Callback):
         at_end: also probe when training ends (if the last step was not probed already).
         images_every: render pictures and histograms on every ``images_every``-th probe (and the last); they cost
             more than scalars, so they get a sparser cadence (text tables go out on every probe). 0 turns them off.
+            Under a ``budget`` schedule pictures are paid from the budget too: due pictures wait for a probe the
+            budget can afford them on (never the one before the first step).
     """
 
     name: ClassVar[str] = "monitor"
@@ -95,6 +97,8 @@ class Monitor(Callback):
         self.stop_reason: str | None = None
         self.failures = 0
         self.render_images = False  # set before each measure(): are pictures due on this probe?
+        self._pictures_pending = False  # pictures were due but the time budget could not pay for them yet
+        self._picture_probe_seconds = 0.0  # duration of the last probe that drew pictures: their expected cost
         self.step = -1  # the global step of the probe being measured
         self._warned: set[str] = set()
         self._train_start = 0.0
@@ -268,7 +272,10 @@ class Monitor(Callback):
     ) -> None:
         start = time.perf_counter()
         self.step = step
-        self.render_images = self.images_every > 0 and (final or self.clock.n_probes % self.images_every == 0)
+        due = self.images_every > 0 and (final or self._pictures_pending
+                                         or self.clock.n_probes % self.images_every == 0)
+        self.render_images = due and self.schedule.affords(self._picture_probe_seconds, self.clock)
+        self._pictures_pending = due and not self.render_images
         report: Report | None = None
         error: Exception | None = None
         # under DDP a probe skipped because another rank failed must leave no trace here either
@@ -307,10 +314,16 @@ class Monitor(Callback):
         if not final:
             self._decide_stop(trainer, report, step)
         spent = time.perf_counter() - start
+        if self.render_images:
+            self._picture_probe_seconds = spent
         self.clock.last_probe_seconds = spent
         self.clock.probe_seconds += spent
         self.clock.n_probes += 1
         self.clock.last_step = step
+        # the next probe costs a picture probe if pictures will be due then (a budget waits for room for them)
+        pictures_next = self.images_every > 0 and (self._pictures_pending
+                                                   or self.clock.n_probes % self.images_every == 0)
+        self.clock.next_probe_seconds = (self._picture_probe_seconds or None) if pictures_next else None
         self._session_probe_seconds += spent
         self.clock.train_seconds = self._train_seconds()
 
