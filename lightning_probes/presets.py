@@ -27,9 +27,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from torch import Tensor
+from typing_extensions import Unpack
 
 from lightning_probes.datasets import ConceptProbe
 from lightning_probes.measures.interactions import Players
@@ -44,6 +45,21 @@ from lightning_probes.schedules import Schedule, budget, log_spaced
 from lightning_probes.triggers import Trigger
 
 __all__ = ["economy", "full", "standard"]
+
+
+class PresetArguments(TypedDict, total=False):
+    """What a preset may be given besides the head (documented in :func:`economy`)."""
+
+    players: Players
+    interaction_layers: Sequence[str]
+    lib_layers: Sequence[str]
+    concept_layer: str
+    concepts: Tensor | ConceptProbe
+    concept_names: Sequence[str]
+    condensation_layers: str | Sequence[str] | None
+    probe_data: Source
+    max_samples: int
+    triggers: Mapping[str, Sequence[Trigger]]
 
 
 @dataclass(frozen=True)
@@ -65,20 +81,7 @@ _STANDARD = _Level(0.10, 5, 5, 8, 256, "exact", 64, rich=False)
 _FULL = _Level(None, 1, 2, 16, 512, "exact", None, rich=True)
 
 
-def economy(
-    head: str = "classifier",
-    *,
-    players: Players | None = None,
-    interaction_layers: Sequence[str] | None = None,
-    lib_layers: Sequence[str] | None = None,
-    concept_layer: str | None = None,
-    concepts: Tensor | ConceptProbe | None = None,
-    concept_names: Sequence[str] | None = None,
-    condensation_layers: str | Sequence[str] | None = "auto",
-    probe_data: Source = "train",
-    max_samples: int = 512,
-    triggers: Mapping[str, Sequence[Trigger]] | None = None,
-) -> list[Monitor]:
+def economy(head: str = "classifier", **needs: Unpack[PresetArguments]) -> list[Monitor]:
     """At most 5% overhead: every monitor on ``budget`` with 3% of training time shared among them, probes at
     least 10 steps apart, pictures on every 10th probe, the cheap variant of each measurement (4 samples'
     interactions, 128 samples' LIB, beam search for the concept formulas of 16 units).
@@ -96,33 +99,20 @@ def economy(
             without them it is left out.
         concept_layer, concepts, concept_names: the concept monitor's ``layer``, ``concepts`` and names; it is
             added when both ``concept_layer`` and ``concepts`` are given.
-        condensation_layers: ``"auto"`` (every ``nn.Linear`` but the output layer), a list of names, or None to
-            leave condensation out (models without hidden Linear layers).
-        probe_data, max_samples: the probe set of the monitors that read data. The concept monitor's probe set
-            is the samples its concepts describe: a ConceptProbe's own inputs, or with a concept tensor the first
-            N samples of ``probe_data``.
+        condensation_layers: ``"auto"`` (the default: every ``nn.Linear`` but the output layer), a list of names,
+            or None to leave condensation out (models without hidden Linear layers).
+        probe_data, max_samples: the probe set of the monitors that read data (default ``"train"``, 512). The
+            concept monitor's probe set is the samples its concepts describe: a ConceptProbe's own inputs, or with
+            a concept tensor the first N samples of ``probe_data``.
         triggers: stop conditions per monitor name, e.g. ``{"spectrum": [StopOnRegime("MF", patience=3)]}``.
 
     Returns:
         The monitors, spectrum first.
     """
-    return _build(_ECONOMY, **locals())
+    return _build(_ECONOMY, head, needs)
 
 
-def standard(
-    head: str = "classifier",
-    *,
-    players: Players | None = None,
-    interaction_layers: Sequence[str] | None = None,
-    lib_layers: Sequence[str] | None = None,
-    concept_layer: str | None = None,
-    concepts: Tensor | ConceptProbe | None = None,
-    concept_names: Sequence[str] | None = None,
-    condensation_layers: str | Sequence[str] | None = "auto",
-    probe_data: Source = "train",
-    max_samples: int = 512,
-    triggers: Mapping[str, Sequence[Trigger]] | None = None,
-) -> list[Monitor]:
+def standard(head: str = "classifier", **needs: Unpack[PresetArguments]) -> list[Monitor]:
     """At most 15% overhead: every monitor on ``budget`` with 10% of training time shared among them, probes at
     least 5 steps apart, pictures on every 5th probe, 8 samples' interactions, 256 samples' LIB, exact concept
     search on 64 units. Arguments as in :func:`economy`.
@@ -130,23 +120,10 @@ def standard(
     Measured (benchmarks/grid.py, digits MLP, 1000 steps): head only 1.12x wall time; all five monitors 1.21x,
     the step-0 probes again being most of it on so short a run.
     """
-    return _build(_STANDARD, **locals())
+    return _build(_STANDARD, head, needs)
 
 
-def full(
-    head: str = "classifier",
-    *,
-    players: Players | None = None,
-    interaction_layers: Sequence[str] | None = None,
-    lib_layers: Sequence[str] | None = None,
-    concept_layer: str | None = None,
-    concepts: Tensor | ConceptProbe | None = None,
-    concept_names: Sequence[str] | None = None,
-    condensation_layers: str | Sequence[str] | None = "auto",
-    probe_data: Source = "train",
-    max_samples: int = 512,
-    triggers: Mapping[str, Sequence[Trigger]] | None = None,
-) -> list[Monitor]:
+def full(head: str = "classifier", **needs: Unpack[PresetArguments]) -> list[Monitor]:
     """Everything, densely: ``log_spaced(per_decade=10, max_interval=100)`` for every monitor, pictures on every
     2nd probe, NC4 against the current class means, 16 samples' interactions with a probe per
     ``interaction_layers`` entry, LIB with its ablation check, exact concept search on every unit. No time bound:
@@ -154,14 +131,22 @@ def full(
 
     Measured (benchmarks/grid.py, digits MLP, 1000 steps): head only 1.5x wall time; all five monitors 13x.
     """
-    return _build(_FULL, **locals())
+    return _build(_FULL, head, needs)
 
 
-def _build(
-    level: _Level, head: str, players: Players | None, interaction_layers: Sequence[str] | None,
-    lib_layers: Sequence[str] | None, concept_layer: str | None, concepts: Tensor | ConceptProbe | None,
-    concept_names: Sequence[str] | None, condensation_layers: str | Sequence[str] | None, probe_data: Source,
-    max_samples: int, triggers: Mapping[str, Sequence[Trigger]] | None,
+def _build(level: _Level, head: str, needs: dict[str, Any]) -> list[Monitor]:
+    unknown = sorted(set(needs) - set(PresetArguments.__annotations__))
+    if unknown:
+        raise TypeError(f"presets take head and {sorted(PresetArguments.__annotations__)}; got unknown {unknown}.")
+    return _assemble(level, head, **needs)
+
+
+def _assemble(
+    level: _Level, head: str, *, players: Players | None = None, interaction_layers: Sequence[str] | None = None,
+    lib_layers: Sequence[str] | None = None, concept_layer: str | None = None,
+    concepts: Tensor | ConceptProbe | None = None, concept_names: Sequence[str] | None = None,
+    condensation_layers: str | Sequence[str] | None = "auto", probe_data: Source = "train", max_samples: int = 512,
+    triggers: Mapping[str, Sequence[Trigger]] | None = None,
 ) -> list[Monitor]:
     if (concept_layer is None) != (concepts is None):
         raise ValueError("the concept monitor needs both concept_layer (the module whose units are explained) and "

@@ -101,3 +101,9 @@ def test_all_five_train_together_on_one_dashboard(tmp_path):
     assert list(events.charts()) == [f"probes/{name}" for name in names(monitors)]  # one layout, a category each
     for name in names(monitors):
         assert any(tag.startswith(f"probes/{name}/") for tag in events.scalars), name
+
+
+def test_a_misspelt_argument_is_refused_with_the_valid_names():
+    with pytest.raises(TypeError, match=r"got unknown \['player'\]") as err:
+        presets.full(head="classifier", player=object())
+    assert "'players'" in str(err.value)
