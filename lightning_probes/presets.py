@@ -7,8 +7,9 @@ others join only when given what they need: interactions with ``players``, the L
 
 ``economy`` and ``standard`` run every monitor on a :func:`~lightning_probes.schedules.budget` schedule: the
 preset's share of training time is split evenly among its monitors, so adding a monitor does not raise the total.
-A budget is kept from the second probe on: the first probe (step 0) is paid whatever it costs, and so is the last
-(when training ends), so the bound holds for runs that are long against one probe (see each preset's figures).
+A budget is kept from the second probe on: the probe at step 0 (the state at initialisation) is paid whatever it
+costs, so the bound holds for runs that are long against one probe (see each preset's figures); no extra probe is
+forced at the end (``at_end=False``): the budget's last probe is the final state.
 ``full`` probes densely on a deterministic log-spaced schedule with every option on, and costs what it costs.
 
 The figures in the docstrings come from ``python benchmarks/grid.py`` (README, performance table): wall time of
@@ -20,7 +21,7 @@ Example:
     >>> [type(m).__name__ for m in presets.economy(head="classifier")]
     ['FeatureSpectrumMonitor', 'CondensationMonitor']
     >>> [m.schedule for m in presets.standard(head="classifier")]
-    [budget(0.05, min_interval=5), budget(0.05, min_interval=5)]
+    [budget(0.04, min_interval=5), budget(0.04, min_interval=5)]
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class _Level:
 
 
 _ECONOMY = _Level(0.03, 10, 10, 4, 128, "beam", 16, rich=False)
-_STANDARD = _Level(0.10, 5, 5, 8, 256, "exact", 64, rich=False)
+_STANDARD = _Level(0.08, 5, 5, 8, 256, "exact", 32, rich=False)
 _FULL = _Level(None, 1, 2, 16, 512, "exact", None, rich=True)
 
 
@@ -179,7 +180,9 @@ def _assemble(
                          f"{[name for name, _, _ in wanted]}.")
     monitors = []
     for name, cls, args in wanted:
+        # a budget decides every probe after the first, so none is forced at the end (it would be unbudgeted)
         common: dict[str, Any] = {"schedule": _schedule(level, len(wanted)), "images_every": level.images_every,
+                                  "at_end": level.fraction is None,
                                   "triggers": triggers.get(name, ())}
         if cls is ConceptMonitor:  # the probe set is the samples the concepts describe
             if isinstance(concepts, Tensor):
