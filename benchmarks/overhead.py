@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import time
+from collections.abc import Callable
 
 import lightning.pytorch as pl
 import torch
 
-from _timing import LoopTimer, median_seconds
+from _timing import LoopTimer
 
 from lightning_probes import FeatureSpectrumMonitor, budget, every
 from lightning_probes.datasets import DigitsDataModule, load_digits_tensors
@@ -41,40 +43,58 @@ def train_seconds(steps: int, monitor: FeatureSpectrumMonitor | None) -> float:
 
 
 
-def probe_costs(repeats: int) -> dict[str, float]:
+def probe_costs(repeats: int, pictures: bool = True) -> tuple[float, dict[str, tuple[float, float]]]:
+    """Baseline seconds and, per probe variant, (median seconds, median ratio to the baseline). Baseline and probes
+    are timed in alternation, ``repeats`` rounds, and each round's ratio uses that round's baseline, so a drift of the
+    shared machine hits numerator and denominator alike."""
     x, y = load_digits_tensors()
     model = MLPClassifier(hidden=(256, 256))
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-    costs = {}
     monitors = {
         "probe, NC4 previous means (default)": FeatureSpectrumMonitor(probe_data=(x, y), max_samples=512),
         "probe, NC4 current means (2 passes)": FeatureSpectrumMonitor(probe_data=(x, y), max_samples=512,
                                                                       nc4_means="current"),
         "probe, no neural collapse": FeatureSpectrumMonitor(probe_data=(x, y), max_samples=512, neural_collapse=False),
     }
+    runs: dict[str, Callable[[], None]] = {}
     for label, monitor in monitors.items():
         monitor.on_train_start(trainer, model)  # fixes the probe set and builds the statistics
 
-        def run(render: bool = False, monitor=monitor):
+        def run(render: bool = False, monitor=monitor) -> None:
             monitor.render_images = render
             with probing(model):
                 monitor.measure(trainer, model)
 
-        costs[label] = median_seconds(run, repeats)
-        if "default" in label:
-            costs["probe + pictures"] = median_seconds(lambda: run(True), max(3, repeats // 4))
+        runs[label] = run
+        if pictures and "default" in label:
+            runs["probe + pictures"] = lambda run=run: run(True)
 
-    probe_x = x[:512]
-    sym = _sym(256)
+    probe_x, sym = x[:512], _sym(256)
 
-    def baseline():
+    def baseline() -> None:
         with torch.no_grad():
             for start in range(0, 512, 256):
                 model(probe_x[start : start + 256])
         torch.linalg.eigh(sym)
 
-    costs["baseline: forward + eigh(p x p)"] = median_seconds(baseline, repeats)
-    return costs
+    base_times, times = [], {label: [] for label in runs}
+    for fn in [baseline, *runs.values()]:
+        fn()  # warm-up: allocator, lazy initialisation, the first probe's second NC4 pass
+    for round_ in range(repeats):
+        base_times.append(_seconds(baseline))
+        for label, fn in runs.items():
+            if label == "probe + pictures" and round_ >= max(3, repeats // 4):
+                continue  # ~0.5 s each: a few rounds are enough
+            times[label].append(_seconds(fn))
+    base = statistics.median(base_times)
+    return base, {label: (statistics.median(t), statistics.median(s / b for s, b in zip(t, base_times)))
+                  for label, t in times.items()}
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def _sym(p: int) -> torch.Tensor:
@@ -120,11 +140,10 @@ def main() -> None:
               f"{1e3 * clock.probe_seconds / max(clock.n_probes, 1):.1f} ms each in the loop; the monitor's own "
               f"account: probes = {clock.probe_seconds / clock.train_seconds:.1%} of training time)")
 
-    costs = probe_costs(repeats=20)
-    ref = costs.pop("baseline: forward + eigh(p x p)")
-    print(f"\n## one probe (512 samples, p = 256) vs forward + eigh = {ref * 1e3:.1f} ms")
-    for label, seconds in costs.items():
-        print(f"{label:>36}: {seconds / ref:.2f}x  ({seconds * 1e3:.1f} ms)")
+    ref, costs = probe_costs(repeats=41)
+    print(f"\n## one probe (512 samples, p = 256) vs forward + eigh = {ref * 1e3:.1f} ms (median of per-round ratios)")
+    for label, (seconds, ratio) in costs.items():
+        print(f"{label:>36}: {ratio:.2f}x  ({seconds * 1e3:.1f} ms)")
 
     print("\n## statistics memory")
     for n in (512, 4096):

@@ -12,6 +12,7 @@ Symbols: N samples, p features, C outputs (classes, or regression outputs), r th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -89,7 +90,9 @@ class FeatureStatistics(Metric):
         z[:, :p] = features.detach()
         self._write_targets(z[:, p : p + c], targets, batch)
         z[:, -1] = 1.0
-        self.nonfinite += (~torch.isfinite(z[:, :p]).all(dim=1)).sum()
+        # a sample's features are non-finite iff their sum is: one (B,) reduction instead of a (B, p) mask. (Finite
+        # values whose sum overflows float64 would also have overflowing squares, so the moments are lost either way.)
+        self.nonfinite.add_((~torch.isfinite(z[:, :p].sum(dim=1))).sum())
         self.moments.addmm_(z.T, z)
 
     def _write_targets(self, out: Tensor, targets: Tensor, batch: int) -> None:
@@ -98,11 +101,9 @@ class FeatureStatistics(Metric):
         if self.classification:
             if targets.is_floating_point() or targets.ndim != 1:
                 raise ValueError("classification targets must be a 1-D tensor of class indices.")
-            if len(targets) and (targets.min() < 0 or targets.max() >= self.num_outputs):
-                raise ValueError(
-                    f"class indices must lie in [0, {self.num_outputs}); "
-                    f"got {int(targets.min())}..{int(targets.max())}."
-                )
+            low, high = torch.aminmax(targets) if len(targets) else (0, 0)
+            if low < 0 or high >= self.num_outputs:
+                raise ValueError(f"class indices must lie in [0, {self.num_outputs}); got {int(low)}..{int(high)}.")
             out.zero_().scatter_(1, targets.long().view(-1, 1), 1.0)  # one-hot
             return
         y = targets.detach().reshape(batch, -1)
@@ -127,9 +128,12 @@ class FeatureStatistics(Metric):
         )
 
 
-@dataclass
-class FeatureStatisticsValue:
-    """The sums held by :class:`FeatureStatistics` (float64)."""
+class FeatureStatisticsValue(NamedTuple):
+    """The sums held by :class:`FeatureStatistics` (float64).
+
+    A NamedTuple rather than a dataclass: torchmetrics passes ``compute()``'s result through ``apply_to_collection``,
+    which deep-copies a dataclass (the whole moment matrix, ~0.35 ms a probe) but rebuilds a tuple from its fields.
+    """
 
     n: Tensor  # ()
     nonfinite: Tensor  # ()
@@ -171,8 +175,8 @@ class NearestMeanAgreement(Metric):
     def update(self, features: Tensor, logits: Tensor, class_means: Tensor) -> None:
         """features (B, p), logits (B, C), class_means (C, p) (rows of absent classes are NaN)."""
         nearest = nearest_class_mean(features, class_means)  # (B,)
-        self.agree += (nearest == logits.argmax(-1)).sum()
-        self.total += len(features)
+        self.agree.add_((nearest == logits.argmax(-1)).sum())  # in place: no Module.__setattr__ per batch
+        self.total.add_(len(features))
 
     def compute(self) -> Tensor:
         return self.agree / self.total.clamp_min(1)
@@ -216,6 +220,13 @@ class Spectrum:
         return self.eigenvalues[: self.rank]
 
 
+def _all_finite(t: Tensor) -> bool:
+    """Whether every entry is finite. A NaN or Inf anywhere makes the sum non-finite, so one reduction settles the
+    usual case (elementwise ``isfinite(...).all()`` costs ~15x more on a CPU); only a non-finite sum, which finite
+    but huge entries can also give, asks for the elementwise check."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
 def _rank_tolerance(eigenvalues: Tensor, size: int, feature_eps: float) -> float:
     # The numerical rank of Φ itself, as in matrix_rank: singular values σ_i ≤ max(N, p)·eps·σ_1 are rounding
     # noise of the features' own dtype (float32 ≈ 1e-7, far above float64's). λ = σ²/N, so the eigenvalue
@@ -242,7 +253,7 @@ def diagonalise(
     """
     if second_moment.ndim != 2 or second_moment.shape[0] != second_moment.shape[1]:
         raise ValueError(f"second_moment must be a square (p, p) matrix, got shape {tuple(second_moment.shape)}.")
-    if not bool(torch.isfinite(second_moment).all()):
+    if not _all_finite(second_moment):
         raise ValueError("second_moment holds NaN or Inf; the spectrum of non-finite features is undefined.")
     sigma = second_moment.to(_F64)
     evals, evecs = torch.linalg.eigh(sigma)  # ascending; reads one triangle, so no symmetrising copy
@@ -349,7 +360,7 @@ def cumulative_learned_power(
     """
     w = weight.to(_F64)
     sigma = second_moment.to(_F64)
-    energy = torch.einsum("cp,pq,cq->", w, sigma, w)  # tr(W Σ Wᵀ)
+    energy = ((w @ sigma) * w).sum()  # tr(W Σ Wᵀ)
     if bias is not None and mean is not None:
         b = bias.to(_F64)
         energy = energy + 2 * b @ (w @ mean.to(_F64)) + b @ b  # E‖WΦ + b‖²
@@ -404,12 +415,13 @@ def neural_collapse(
     n = stats.n
     mu_c = class_means[present]  # (K, p)
     mu_g = stats.feature_sum / n  # (p,)
-    within = stats.gram / n - (mu_c.T * counts[present]) @ mu_c / n  # Σ_W = S/N - Σ_c n_c μ_c μ_cᵀ / N
     centred = mu_c - mu_g  # (K, p)
     # Σ_B = Mᵀ M / K has rank < K, so Σ_B⁺ = K · Mᵀ (M Mᵀ)⁺² M and Tr(Σ_W Σ_B⁺) = K · Tr((M Mᵀ)⁺² M Σ_W Mᵀ):
     # K x K matrices instead of a p x p pseudo-inverse (tested equal to the direct formula)
     gram_k_pinv = torch.linalg.pinv(centred @ centred.T, hermitian=True)  # (K, K)
-    projected = centred @ within @ centred.T  # (K, K)
+    # M Σ_W Mᵀ with Σ_W = S/N - Σ_c n_c μ_c μ_cᵀ / N, without forming the (p, p) Σ_W
+    through_means = centred @ mu_c.T  # (K, K)
+    projected = (centred @ stats.gram @ centred.T - (through_means * counts[present]) @ through_means.T) / n
     nc1 = float(torch.trace(gram_k_pinv @ gram_k_pinv @ projected))  # = K · Tr(...) / K
     norms = centred.norm(dim=1)  # (K,)
     unit = centred / norms[:, None]
@@ -492,7 +504,7 @@ def summarise(
         raise ValueError(f"weight must be the (C, {p}) head weight of these {p} features, got {tuple(weight.shape)}.")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"bias must have shape ({weight.shape[0]},) to match weight, got {tuple(bias.shape)}.")
-    if not bool(torch.isfinite(weight).all()) or (bias is not None and not bool(torch.isfinite(bias).all())):
+    if not _all_finite(weight) or (bias is not None and not _all_finite(bias)):
         raise FloatingPointError("the head's weight or bias holds NaN or Inf; the learned function's power is "
                                  "undefined; probe skipped.")
     if not 0 < power_threshold <= 1:  # `not`: NaN is refused too
