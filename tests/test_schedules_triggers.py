@@ -158,3 +158,12 @@ def test_a_budget_pays_for_pictures_too_and_still_draws_them(tmp_path):
     every_probe.drawn = []
     fit(tmp_path, [every_probe], max_steps=80, logger=False)
     assert every_probe.drawn == [0, 40, 80]  # a step schedule is not held to time: pictures as the cadence says
+
+
+def test_state_key_is_built_once_per_schedule_and_follows_a_new_one():
+    monitor = FeatureSpectrumMonitor(head="classifier", schedule=every(10))
+    first = monitor.state_key
+    assert first == monitor._generate_state_key(schedule="every(10, start=0)", head="classifier", center=False)
+    assert monitor.state_key is first  # Lightning reads it on every hook call: not rebuilt each time
+    monitor.schedule = budget(0.05)
+    assert "budget(0.05" in monitor.state_key and monitor.state_key != first

@@ -79,6 +79,7 @@ class Monitor(Callback):
         images_every: int = 5,
     ) -> None:
         self.schedule = as_schedule(log_spaced(per_decade=8, max_interval=500) if schedule is None else schedule)
+        self._state_key: tuple[Schedule, str] | None = None
         self.probe_set = ProbeSet(probe_data, max_samples, batch_size) if self.needs_probe_data else None
         triggers = list(triggers)
         for trig in triggers:
@@ -140,7 +141,13 @@ class Monitor(Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(schedule=repr(self.schedule), **self.state_key_fields())
+        # Lightning reads state_key on every hook call of every step (it names the profiler section), so it is built
+        # once per schedule rather than each time; the other fields are constructor arguments and never change
+        cached = self._state_key
+        if cached is None or cached[0] is not self.schedule:
+            cached = self._state_key = (self.schedule, self._generate_state_key(schedule=repr(self.schedule),
+                                                                                 **self.state_key_fields()))
+        return cached[1]
 
     @staticmethod
     def rank_share(trainer: pl.Trainer) -> tuple[int, int]:
