@@ -64,6 +64,18 @@ def trainer(tmp_path, **kwargs) -> pl.Trainer:
     return pl.Trainer(**defaults)
 
 
+def fit_digits(tmp_path, monitor, model, max_steps: int, **trainer_kw) -> pl.Trainer:
+    """Seeded fit of ``model`` on scikit-learn's digits (batch 64) with ``monitor`` as the callback (unless
+    ``callbacks=`` is given), logging to TensorBoard under ``tmp_path``."""
+    from lightning_probes.datasets import DigitsDataModule
+
+    pl.seed_everything(0)
+    trainer_kw.setdefault("callbacks", [monitor])
+    t = trainer(tmp_path, max_steps=max_steps, **trainer_kw)
+    t.fit(model, DigitsDataModule(batch_size=64))
+    return t
+
+
 def all_five(**extra) -> dict:
     """Preset arguments that give each of the five monitors what it needs, on ``MLPClassifier(hidden=(32,))``:
     4 pixel-block players, LIB node points at the two Linear layers, digit concepts explaining the hidden units."""

@@ -5,10 +5,10 @@ import copy
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import read_events, trainer
+from helpers import fit_digits, read_events
 from torch import nn
 
-from lightning_probes.datasets import DigitsDataModule, load_digits_tensors
+from lightning_probes.datasets import load_digits_tensors
 from lightning_probes.measures.interaction_basis import edges_for_mass, interaction_graph
 from lightning_probes.models import MLPClassifier
 from lightning_probes.monitors.interaction_basis import InteractionBasisMonitor, find_sections
@@ -28,11 +28,7 @@ def probe_data(n=160):
 
 
 def fit(tmp_path, monitor, max_steps=20, model=None, **trainer_kw):
-    pl.seed_everything(0)
-    trainer_kw.setdefault("callbacks", [monitor])
-    t = trainer(tmp_path, max_steps=max_steps, **trainer_kw)
-    t.fit(model or small_model(), DigitsDataModule(batch_size=64))
-    return t
+    return fit_digits(tmp_path, monitor, model or small_model(), max_steps, **trainer_kw)
 
 
 def test_fit_logs_every_tag_the_dashboard_and_pictures(tmp_path):

@@ -3,10 +3,10 @@
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import read_events, trainer
+from helpers import fit_digits, read_events, trainer
 from torch import nn
 
-from lightning_probes.datasets import DigitsDataModule, load_digits_tensors
+from lightning_probes.datasets import load_digits_tensors
 from lightning_probes.measures.interactions import FeatureGroups, ImagePatches, Players
 from lightning_probes.models import MLPClassifier
 from lightning_probes.monitors.interactions import InteractionMonitor
@@ -20,11 +20,7 @@ def players(n=6):
 
 
 def fit(tmp_path, monitor, max_steps=20, model=None, **trainer_kw):
-    pl.seed_everything(0)
-    trainer_kw.setdefault("callbacks", [monitor])
-    t = trainer(tmp_path, max_steps=max_steps, **trainer_kw)
-    t.fit(model or MLPClassifier(hidden=(32, 32), lr=0.2), DigitsDataModule(batch_size=64))
-    return t
+    return fit_digits(tmp_path, monitor, model or MLPClassifier(hidden=(32, 32), lr=0.2), max_steps, **trainer_kw)
 
 
 def test_fit_logs_every_tag_the_dashboard_pictures_and_text(tmp_path):

@@ -3,7 +3,7 @@
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import read_events, trainer
+from helpers import fit_digits, read_events, trainer
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
@@ -26,11 +26,7 @@ def small_model(**kw):
 
 
 def fit(tmp_path, monitor, max_steps=30, model=None, **trainer_kw):
-    pl.seed_everything(0)
-    trainer_kw.setdefault("callbacks", [monitor])
-    t = trainer(tmp_path, max_steps=max_steps, **trainer_kw)
-    t.fit(model or small_model(), DigitsDataModule(batch_size=64))
-    return t
+    return fit_digits(tmp_path, monitor, model or small_model(), max_steps, **trainer_kw)
 
 
 def test_fit_logs_every_tag_the_dashboard_and_pictures(tmp_path):
