@@ -43,6 +43,7 @@ from lightning_probes.models import MLPClassifier, ThreeLayerRegressor
 from lightning_probes.monitors.base import Monitor
 from lightning_probes.monitors.concepts import ConceptMonitor
 from lightning_probes.monitors.condensation import CondensationMonitor
+from lightning_probes.monitors.group import MonitorGroup
 from lightning_probes.monitors.interaction_basis import InteractionBasisMonitor
 from lightning_probes.monitors.interactions import InteractionMonitor
 from lightning_probes.monitors.spectrum import FeatureSpectrumMonitor
@@ -73,11 +74,11 @@ def preset_kwargs(all_five: bool) -> dict:
 class Row:
     name: str
     model: str  # "mlp" or "three_layer"
-    build: Callable[[Schedule | None], list[Monitor]]  # None: the preset's own schedules
+    build: Callable[[Schedule | None], list[Monitor] | MonitorGroup]  # None: the preset's own schedules
     preset: bool = False
 
 
-def _with_schedule(monitors: list[Monitor], schedule: Schedule | None) -> list[Monitor]:
+def _with_schedule(monitors: MonitorGroup, schedule: Schedule | None) -> MonitorGroup:
     for monitor in monitors if schedule is not None else []:
         # a budget column is the preset's total: split evenly, as the presets themselves do
         monitor.schedule = budget(schedule.fraction / len(monitors)) if isinstance(schedule, Budget) else schedule
@@ -107,8 +108,9 @@ def rows() -> list[Row]:
     return single + made
 
 
-def fit_seconds(model: str, steps: int, monitors: list[Monitor]) -> tuple[float, float]:
-    """(wall, CPU) seconds of the training loop alone (Trainer start-up and data set-up excluded)."""
+def fit_seconds(model: str, steps: int, monitors: list[Monitor] | MonitorGroup) -> tuple[float, float]:
+    """(wall, CPU) seconds of the training loop alone (Trainer start-up and data set-up excluded). A preset's
+    MonitorGroup goes in as the one callback it is."""
     pl.seed_everything(0, verbose=False)
     timer = _LoopTimer()
     if model == "mlp":
@@ -118,7 +120,7 @@ def fit_seconds(model: str, steps: int, monitors: list[Monitor]) -> tuple[float,
     trainer = pl.Trainer(
         max_steps=steps, accelerator="cpu", devices=1, logger=_logger(), enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-        callbacks=[timer, *monitors],
+        callbacks=[timer, *([monitors] if isinstance(monitors, MonitorGroup) else monitors)],
     )
     trainer.fit(module, data)
     return timer.wall, timer.cpu

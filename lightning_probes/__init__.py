@@ -8,6 +8,7 @@ Example:
 from lightning_probes.monitors.base import Monitor, Report
 from lightning_probes.monitors.concepts import ConceptMonitor
 from lightning_probes.monitors.condensation import CondensationMonitor
+from lightning_probes.monitors.group import MonitorGroup
 from lightning_probes.measures.interactions import FeatureGroups, ImagePatches, Players, TokenPositions
 from lightning_probes.monitors.interaction_basis import InteractionBasisMonitor
 from lightning_probes.monitors.interactions import InteractionMonitor
@@ -28,6 +29,7 @@ __all__ = [
     "InteractionBasisMonitor",
     "InteractionMonitor",
     "Monitor",
+    "MonitorGroup",
     "Players",
     "ProbeSet",
     "Report",

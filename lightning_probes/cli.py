@@ -14,7 +14,7 @@ import sys
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
 
-from lightning_probes.monitors.base import Monitor
+from lightning_probes.monitors.group import attached_monitors
 
 __all__ = ["ProbesCLI", "main"]
 
@@ -28,9 +28,8 @@ class ProbesCLI(LightningCLI):
             trainer.test(self.model, datamodule=datamodule, verbose=False)
         if not trainer.is_global_zero:
             return
-        for callback in trainer.callbacks:
-            if isinstance(callback, Monitor):
-                print(callback.summary())
+        for monitor in attached_monitors(trainer):
+            print(monitor.summary())
         for key in ("test/acc", "test/loss"):
             if key in trainer.callback_metrics:
                 print(f"{key}: {float(trainer.callback_metrics[key]):.4f}")

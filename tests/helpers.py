@@ -64,15 +64,15 @@ def trainer(tmp_path, **kwargs) -> pl.Trainer:
     return pl.Trainer(**defaults)
 
 
-def fit_digits(tmp_path, monitor, model, max_steps: int, **trainer_kw) -> pl.Trainer:
+def fit_digits(tmp_path, monitor, model, max_steps: int, ckpt_path: str | None = None, **trainer_kw) -> pl.Trainer:
     """Seeded fit of ``model`` on scikit-learn's digits (batch 64) with ``monitor`` as the callback (unless
-    ``callbacks=`` is given), logging to TensorBoard under ``tmp_path``."""
+    ``callbacks=`` is given), logging to TensorBoard under ``tmp_path``; resumed from ``ckpt_path`` if given."""
     from lightning_probes.datasets import DigitsDataModule
 
     pl.seed_everything(0)
     trainer_kw.setdefault("callbacks", [monitor])
     t = trainer(tmp_path, max_steps=max_steps, **trainer_kw)
-    t.fit(model, DigitsDataModule(batch_size=64))
+    t.fit(model, DigitsDataModule(batch_size=64), ckpt_path=ckpt_path)
     return t
 
 

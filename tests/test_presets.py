@@ -4,7 +4,7 @@ import lightning.pytorch as pl
 import pytest
 from helpers import all_five, read_events, trainer
 
-from lightning_probes import StopWhen, presets
+from lightning_probes import MonitorGroup, StopWhen, presets
 from lightning_probes.datasets import DigitsDataModule, DigitsProbe
 from lightning_probes.models import MLPClassifier
 from lightning_probes.schedules import Budget, Clock, LogSpaced
@@ -94,6 +94,7 @@ def test_all_five_train_together_on_one_dashboard(tmp_path):
     monitors = presets.standard(**all_five(max_samples=120))
     pl.seed_everything(0)
     t = trainer(tmp_path, max_steps=6, callbacks=monitors)
+    assert isinstance(monitors, MonitorGroup) and monitors in t.callbacks  # one callback for Lightning to dispatch
     t.fit(MLPClassifier(hidden=(32,)), DigitsDataModule())
     for monitor in monitors:  # step 0 (at_start) at least; the budget decides the rest, no forced final probe
         steps = [s for s, _ in monitor.history]

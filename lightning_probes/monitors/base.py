@@ -384,7 +384,9 @@ class Monitor(Callback):
         writers = _tensorboard_writers(trainer)
         if not writers:
             return
-        monitors = [cb for cb in trainer.callbacks if isinstance(cb, Monitor)]
+        from lightning_probes.monitors.group import attached_monitors  # here, not on top: group.py imports this
+
+        monitors = attached_monitors(trainer)
         layout = merge_layouts(m.dashboard() for m in monitors)  # one layout for all monitors of the Trainer
         for writer in writers:
             write_layout_once(writer, layout)
