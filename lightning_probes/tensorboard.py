@@ -35,10 +35,14 @@ def has_matplotlib() -> bool:
     return True
 
 
-def _figure(width: float = 5.0, height: float = 3.6) -> Any:
+def _figure(width: float = 5.0, height: float = 3.6, right: float = 0.96) -> Any:
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=80, layout="constrained")
+    # fixed margins that fit a title, axis labels and tick labels at this size: matplotlib's constrained layout would
+    # fit them itself but took a third of each picture's time (a spectrum plot: 127 ms with it, 86 ms without)
+    fig = Figure(figsize=(width, height), dpi=80)
+    fig.subplots_adjust(left=0.16, right=right, bottom=0.15, top=0.9)
+    return fig
 
 
 def _to_array(fig: Any) -> np.ndarray:
@@ -90,7 +94,7 @@ def heatmap_image(
         >>> heatmap_image(np.eye(4), "cosines", vmin=-1, vmax=1).shape[2]
         3
     """
-    fig = _figure(4.8, 4.0)
+    fig = _figure(4.8, 4.0, right=0.9)  # room for the colour bar's label
     ax = fig.add_subplot()
     mesh = ax.imshow(np.asarray(matrix, dtype=float), vmin=vmin, vmax=vmax, cmap=cmap, interpolation="nearest")
     fig.colorbar(mesh, ax=ax, label=colorbar_label)
