@@ -108,3 +108,12 @@ def test_bad_members_are_refused():
         MonitorGroup([FeatureSpectrumMonitor(), DigitsDataModule()])
     with pytest.raises(ValueError, match="same state_key"):
         MonitorGroup([FeatureSpectrumMonitor(), FeatureSpectrumMonitor()])
+
+
+def test_state_key_names_the_members_and_follows_their_changes():
+    group = MonitorGroup(pair())
+    first = group.state_key
+    assert first == group._generate_state_key(monitors=[m.state_key for m in group])
+    assert group.state_key is first  # read on every hook call: not rebuilt while nothing changed
+    group[0].schedule = every(3)
+    assert group.state_key != first and "every(3, start=0)" in group.state_key

@@ -51,6 +51,7 @@ class MonitorGroup(Callback, Sequence[Monitor]):
             if not isinstance(monitor, Monitor):
                 raise TypeError(f"a MonitorGroup holds lightning-probes monitors, got {type(monitor).__name__}; pass "
                                 "other callbacks to the Trainer beside the group.")
+        self._state_key: tuple[tuple[str, ...], str] | None = None
         keys = [m.state_key for m in self.monitors]
         repeated = sorted({k for k in keys if keys.count(k) > 1})
         if repeated:
@@ -79,7 +80,11 @@ class MonitorGroup(Callback, Sequence[Monitor]):
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(monitors=[m.state_key for m in self.monitors])
+        # read on every hook call (Lightning's profiler label): rebuilt only when a member's key changed
+        keys = tuple(m.state_key for m in self.monitors)
+        if self._state_key is None or self._state_key[0] != keys:
+            self._state_key = (keys, self._generate_state_key(monitors=list(keys)))
+        return self._state_key[1]
 
     @override
     def state_dict(self) -> dict[str, Any]:
