@@ -92,9 +92,10 @@ def economy(head: str = "classifier", **needs: Unpack[PresetArguments]) -> Monit
     least 10 steps apart, pictures on every 10th probe, the cheap variant of each measurement (4 samples'
     interactions, 128 samples' LIB, beam search for the concept formulas of 16 units).
 
-    Measured (benchmarks/grid.py, digits MLP, 1000 steps): head only (spectrum + condensation) 1.05x wall time;
-    with players (8 pixel groups), LIB layers and digit concepts (all five monitors) 1.10x, of which the step-0
-    probes of interactions / LIB / concepts are most: the 5% bound is reached on runs of ~2 minutes or more.
+    Measured (benchmarks/grid.py, digits MLP; wall time over bare training, and in brackets the probes' own share
+    of training time): head only (spectrum + condensation) ECON_HEAD; with players (8 pixel rows), LIB layers and
+    digit concepts (all five monitors) ECON_ALL. On short runs the probe at step 0 and the first pictures weigh
+    (1000 steps, 2.3 s: 1.37x and 1.44x).
 
     Args:
         head: the module whose input is the feature map (the spectrum monitor's ``head``).
@@ -119,12 +120,12 @@ def economy(head: str = "classifier", **needs: Unpack[PresetArguments]) -> Monit
 
 
 def standard(head: str = "classifier", **needs: Unpack[PresetArguments]) -> MonitorGroup:
-    """At most 15% overhead: every monitor on ``budget`` with 10% of training time shared among them, probes at
+    """At most 15% overhead: every monitor on ``budget`` with 8% of training time shared among them, probes at
     least 5 steps apart, pictures on every 5th probe, 8 samples' interactions, 256 samples' LIB, exact concept
-    search on 64 units. Arguments as in :func:`economy`.
+    search on 32 units. Arguments as in :func:`economy`.
 
-    Measured (benchmarks/grid.py, digits MLP, 1000 steps): head only 1.12x wall time; all five monitors 1.21x,
-    the step-0 probes again being most of it on so short a run.
+    Measured as for :func:`economy`: head only STD_HEAD; all five monitors STD_ALL. At 1000 steps: 1.33x and 1.96x,
+    the step-0 probes (1.5 s for all five) being most of it on so short a run.
     """
     return _build(_STANDARD, head, needs)
 
@@ -135,7 +136,8 @@ def full(head: str = "classifier", **needs: Unpack[PresetArguments]) -> MonitorG
     ``interaction_layers`` entry, LIB with its ablation check, exact concept search on every unit. No time bound:
     for studying a run, not for long training. Arguments as in :func:`economy`.
 
-    Measured (benchmarks/grid.py, digits MLP, 1000 steps): head only 1.5x wall time; all five monitors 13x.
+    Measured (benchmarks/grid.py, digits MLP, 1000 steps): head only 5.9x wall time; all five monitors 130x
+    (7.2 s a probe of all five, ~40 probes).
     """
     return _build(_FULL, head, needs)
 

@@ -23,7 +23,7 @@ class Clock:
     last_probe_seconds: float = 0.0
     n_probes: int = 0
     last_step: int = -1
-    next_probe_seconds: float | None = None  # expected cost of the next probe when it differs from the last one's
+    next_probe_seconds: float | None = None  # expected cost of the next probe, with its pictures if due; None: unknown
 
 
 class Schedule(ABC):

@@ -12,6 +12,7 @@ from lightning_probes.models import MLPClassifier
 from lightning_probes.monitors.base import Monitor, Report
 from lightning_probes.monitors.spectrum import FeatureSpectrumMonitor
 from lightning_probes.schedules import Clock, as_schedule, budget, every, log_spaced
+from lightning_probes.tensorboard import drawing
 from lightning_probes.triggers import StopOnRegime, StopWhen
 
 
@@ -139,7 +140,8 @@ class PictureMonitor(SlowMonitor):
     def measure(self, trainer, pl_module):
         report = super().measure(trainer, pl_module)
         if self.render_images:
-            time.sleep(0.05)
+            with drawing():  # as the picture helpers do: the budget tells pictures from the measurement
+                time.sleep(0.05)
             self.drawn.append(self.step)
         return report
 
@@ -158,6 +160,27 @@ def test_a_budget_pays_for_pictures_too_and_still_draws_them(tmp_path):
     every_probe.drawn = []
     fit(tmp_path, [every_probe], max_steps=80, logger=False)
     assert every_probe.drawn == [0, 40, 80]  # a step schedule is not held to time: pictures as the cadence says
+
+
+def test_a_probe_without_pictures_is_expected_to_cost_its_measurement_alone(tmp_path):
+    # A spectrum probe costs ~9 ms, its pictures ~0.2 s. Taking a picture probe's whole time as the next probe's
+    # cost held a 3% budget's plain probes off for the rest of a 10k-step run (2 probes in 19 s of training).
+    expected = []
+
+    class Expectations(pl.Callback):  # after each probe (the monitor's hook ran first): what the next should cost
+        def on_train_batch_end(self, trainer, *args):
+            if monitor.clock.last_step == trainer.global_step:
+                expected.append(monitor.clock.next_probe_seconds)
+
+    monitor = PictureMonitor(cost=0.01, schedule=every(1), images_every=3, at_end=False)
+    monitor.drawn = []
+    fit(tmp_path, [monitor, Expectations()], max_steps=6, logger=False)
+    assert monitor.drawn == [0, 3, 6]
+    # seen after the probes at steps 1..6 (step 0's runs before the first batch); the probes after steps 2 and 5
+    # are the ones with pictures due
+    plain, with_pictures = [expected[i] for i in (0, 2, 3, 5)], [expected[i] for i in (1, 4)]
+    assert all(0.01 <= e < 0.04 for e in plain), expected  # the 10 ms measurement, not the 60 ms picture probe
+    assert all(e >= 0.06 for e in with_pictures), expected  # measurement + the 50 ms pictures
 
 
 def test_state_key_is_built_once_per_schedule_and_follows_a_new_one():

@@ -23,7 +23,7 @@ from typing_extensions import override
 
 from lightning_probes.probe_set import ProbeSet, Source, probing
 from lightning_probes.schedules import Clock, Schedule, as_schedule, log_spaced
-from lightning_probes.tensorboard import has_matplotlib, merge_layouts, write_layout_once
+from lightning_probes.tensorboard import drawing, drawing_seconds, has_matplotlib, merge_layouts, write_layout_once
 from lightning_probes.triggers import Trigger
 
 __all__ = ["Monitor", "Report"]
@@ -99,7 +99,7 @@ class Monitor(Callback):
         self.failures = 0
         self.render_images = False  # set before each measure(): are pictures due on this probe?
         self._pictures_pending = False  # pictures were due but the time budget could not pay for them yet
-        self._picture_probe_seconds = 0.0  # duration of the last probe that drew pictures: their expected cost
+        self._picture_seconds = 0.0  # time the last pictures took to draw and write: their expected cost
         self.step = -1  # the global step of the probe being measured
         self._warned: set[str] = set()
         self._train_start = 0.0
@@ -277,11 +277,11 @@ class Monitor(Callback):
     def _probe(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, final: bool = False
     ) -> None:
-        start = time.perf_counter()
+        start, drawn = time.perf_counter(), drawing_seconds()
         self.step = step
         due = self.images_every > 0 and (final or self._pictures_pending
                                          or self.clock.n_probes % self.images_every == 0)
-        self.render_images = due and self.schedule.affords(self._picture_probe_seconds, self.clock)
+        self.render_images = due and self.schedule.affords(self._picture_seconds, self.clock)
         self._pictures_pending = due and not self.render_images
         report: Report | None = None
         error: Exception | None = None
@@ -321,16 +321,19 @@ class Monitor(Callback):
         if not final:
             self._decide_stop(trainer, report, step)
         spent = time.perf_counter() - start
+        pictures = drawing_seconds() - drawn
         if self.render_images:
-            self._picture_probe_seconds = spent
+            self._picture_seconds = pictures
         self.clock.last_probe_seconds = spent
         self.clock.probe_seconds += spent
         self.clock.n_probes += 1
         self.clock.last_step = step
-        # the next probe costs a picture probe if pictures will be due then (a budget waits for room for them)
+        # the next probe costs this one's measurement, plus pictures if they will be due then (a budget waits for
+        # room for them). Apart, because a probe with pictures can cost ten times one without: taken whole as the
+        # next probe's cost, it held a budget preset's plain probes off for the rest of a 10k-step run
         pictures_next = self.images_every > 0 and (self._pictures_pending
                                                    or self.clock.n_probes % self.images_every == 0)
-        self.clock.next_probe_seconds = (self._picture_probe_seconds or None) if pictures_next else None
+        self.clock.next_probe_seconds = spent - pictures + (self._picture_seconds if pictures_next else 0.0)
         self._session_probe_seconds += spent
         self.clock.train_seconds = self._train_seconds()
 
@@ -355,8 +358,9 @@ class Monitor(Callback):
                                "TensorBoardLogger is attached, so they are skipped (scalars still flow).")
             return
         for writer in writers:
-            for key, image in report.images.items():
-                writer.add_image(self.prefix + key, image, step, dataformats="HWC")
+            with drawing():  # encoding a picture is part of its cost
+                for key, image in report.images.items():
+                    writer.add_image(self.prefix + key, image, step, dataformats="HWC")
             for key, values in report.histograms.items():
                 writer.add_histogram(self.prefix + key, values, step)
             for key, text in report.texts.items():

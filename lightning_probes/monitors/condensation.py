@@ -21,7 +21,7 @@ from typing_extensions import override
 from lightning_probes.measures.condensation import CondensationStats, condensation_stats
 from lightning_probes.monitors.base import Monitor, Report
 from lightning_probes.probe_set import module_names, resolve_module
-from lightning_probes.tensorboard import heatmap_image, markdown_table
+from lightning_probes.tensorboard import drawing, heatmap_image, markdown_table
 from lightning_probes.schedules import Schedule
 from lightning_probes.triggers import StopWhen, Trigger
 
@@ -224,6 +224,7 @@ class CondensationMonitor(Monitor):
             report.texts["layers"] = self._table()
         return report
 
+    @drawing()  # so a time budget knows what pictures cost apart from the measurement
     def _pictures(self, report: Report, name: str, stats: CondensationStats) -> None:
         order = stats.order
         analysed = len(stats.neuron_indices)

@@ -26,7 +26,7 @@ from lightning_probes.measures.interaction_basis import (
 )
 from lightning_probes.monitors.base import Monitor, Report
 from lightning_probes.probe_set import capture, probing, resolve_module
-from lightning_probes.tensorboard import heatmap_image, line_image, markdown_table
+from lightning_probes.tensorboard import drawing, heatmap_image, line_image, markdown_table
 
 __all__ = ["InteractionBasisMonitor"]
 
@@ -237,6 +237,7 @@ class InteractionBasisMonitor(Monitor):
             acts.append(self._sections[-1](acts[-1]).detach())
         return acts, (torch.cat(targets) if targets else None)
 
+    @drawing()  # so a time budget knows what pictures cost apart from the measurement
     def _pictures(self, report: Report, graph: InteractionGraph, acts: list[Tensor], targets: Tensor | None) -> None:
         series = {}
         for layer, basis in zip(self.layers, graph.bases.lib):

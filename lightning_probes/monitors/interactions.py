@@ -33,7 +33,7 @@ from lightning_probes.measures.interactions import (
 )
 from lightning_probes.monitors.base import Monitor, Report
 from lightning_probes.probe_set import capture, resolve_module
-from lightning_probes.tensorboard import bar_image, line_image, markdown_table
+from lightning_probes.tensorboard import bar_image, drawing, line_image, markdown_table
 
 __all__ = ["InteractionMonitor"]
 
@@ -332,6 +332,7 @@ class InteractionMonitor(Monitor):
         return scalars
 
     # ------------------------------------------------------------------ pictures and text
+    @drawing()  # so a time budget knows what pictures cost apart from the measurement
     def _pictures(self, report: Report, per_source: dict[str, dict[str, Tensor]]) -> None:
         n = self.players.n
         curves = {}

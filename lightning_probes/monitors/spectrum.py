@@ -18,7 +18,7 @@ from lightning_probes.measures.spectrum import (
 )
 from lightning_probes.monitors.base import Monitor, Report
 from lightning_probes.probe_set import capture, module_names, resolve_module
-from lightning_probes.tensorboard import line_image, markdown_table
+from lightning_probes.tensorboard import drawing, line_image, markdown_table
 
 __all__ = ["FeatureSpectrumMonitor"]
 
@@ -215,6 +215,7 @@ class FeatureSpectrumMonitor(Monitor):
         super().load_state_dict(state_dict)
         self.class_means = state_dict.get("class_means")
 
+    @drawing()  # so a time budget knows what pictures cost apart from the measurement
     def _pictures(self, report: Report, summary: SpectrumSummary) -> None:
         spec = summary.spectrum
         lam = spec.nonzero.cpu()
