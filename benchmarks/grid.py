@@ -191,7 +191,7 @@ def main() -> None:
     parser.add_argument("--rows", default="", help="comma-separated row numbers to run (default: all)")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--check-steps", default="10000,40000",
-                        help="comma-separated lengths of the runs on which the budget presets are checked")
+                        help='lengths (comma-separated) of the runs checking the budget presets ("": none)')
     parser.add_argument("--check-repeats", type=int, default=2, help="repeats of the (long) preset check runs")
     parser.add_argument("--check-only", action="store_true", help="only the preset check")
     parser.add_argument("--memory-row", type=int, default=None, help=argparse.SUPPRESS)  # the child process
@@ -203,7 +203,7 @@ def main() -> None:
         print(f"{measure_memory(args.memory_row, 200):.1f}")
         return
 
-    check_steps = [int(n) for n in args.check_steps.split(",")]
+    check_steps = [int(n) for n in args.check_steps.split(",") if n]  # "" skips the check
     if args.check_only:
         check_presets(check_steps, args.check_repeats)
         return

@@ -4,9 +4,9 @@ Each preset returns a :class:`~lightning_probes.monitors.group.MonitorGroup`: on
 ``Trainer(callbacks=...)`` (alone or in a list beside others) that is also the sequence of its monitors. One callback
 rather than one per monitor, because Lightning pays its per-step dispatch of every hook once per callback (five idle
 monitors on the digits MLP: 3.2% of training time as five callbacks, 0.9% as one group). From the head's name alone
-a preset builds the monitors that need nothing more (the feature spectrum, and condensation of the hidden ``nn.Linear`` layers); the
-others join only when given what they need: interactions with ``players``, the Local Interaction Basis with
-``lib_layers``, concept explanations with ``concept_layer`` and ``concepts``.
+a preset builds the monitors that need nothing more (the feature spectrum, and condensation of the hidden
+``nn.Linear`` layers); the others join only when given what they need: interactions with ``players``, the Local
+Interaction Basis with ``lib_layers``, concept explanations with ``concept_layer`` and ``concepts``.
 
 ``economy`` and ``standard`` run every monitor on a :func:`~lightning_probes.schedules.budget` schedule: the
 preset's share of training time is split evenly among its monitors, so adding a monitor does not raise the total.
@@ -82,20 +82,21 @@ class _Level:
     rich: bool  # NC4 against the current class means, LIB ablation, per-layer interaction probes
 
 
-_ECONOMY = _Level(0.03, 10, 10, 4, 128, "beam", 16, rich=False)
+_ECONOMY = _Level(0.02, 10, 10, 4, 128, "beam", 16, rich=False)
 _STANDARD = _Level(0.08, 5, 5, 8, 256, "exact", 32, rich=False)
 _FULL = _Level(None, 1, 2, 16, 512, "exact", None, rich=True)
 
 
 def economy(head: str = "classifier", **needs: Unpack[PresetArguments]) -> MonitorGroup:
-    """At most 5% overhead: every monitor on ``budget`` with 3% of training time shared among them, probes at
+    """At most 5% overhead: every monitor on ``budget`` with 2% of training time shared among them, probes at
     least 10 steps apart, pictures on every 10th probe, the cheap variant of each measurement (4 samples'
     interactions, 128 samples' LIB, beam search for the concept formulas of 16 units).
 
-    Measured (benchmarks/grid.py, digits MLP; wall time over bare training, and in brackets the probes' own share
-    of training time): head only (spectrum + condensation) ECON_HEAD; with players (8 pixel rows), LIB layers and
-    digit concepts (all five monitors) ECON_ALL. On short runs the probe at step 0 and the first pictures weigh
-    (1000 steps, 2.3 s: 1.37x and 1.44x).
+    Measured (benchmarks/grid.py, digits MLP; wall time over bare training, in brackets the probes' own share of
+    training time): head only (spectrum + condensation) 1.035x (2.3%) over 10 000 steps, 1.045x (1.7%) over
+    40 000; with players (8 pixel rows), LIB layers and digit concepts (all five monitors) 1.091x (5.5%) and
+    1.069x (3.0%), over the bound: their one-off costs (step-0 probes 0.9 s, first pictures ~2 s) are paid back
+    only after a few minutes of training. At 1000 steps (2.3 s) the one-off costs are most of it: 1.04x and 1.35x.
 
     Args:
         head: the module whose input is the feature map (the spectrum monitor's ``head``).
@@ -124,8 +125,9 @@ def standard(head: str = "classifier", **needs: Unpack[PresetArguments]) -> Moni
     least 5 steps apart, pictures on every 5th probe, 8 samples' interactions, 256 samples' LIB, exact concept
     search on 32 units. Arguments as in :func:`economy`.
 
-    Measured as for :func:`economy`: head only STD_HEAD; all five monitors STD_ALL. At 1000 steps: 1.33x and 1.96x,
-    the step-0 probes (1.5 s for all five) being most of it on so short a run.
+    Measured as for :func:`economy`: head only 1.107x (7.1%) over 10 000 steps, 1.128x (8.8%)
+    over 40 000; all five monitors 1.147x (10.4%) and 1.124x (8.6%). At 1000 steps: 1.27x and 2.08x, the step-0 probes
+    (1.5 s for all five) being most of it on so short a run.
     """
     return _build(_STANDARD, head, needs)
 

@@ -10,7 +10,7 @@ from lightning_probes.models import MLPClassifier
 from lightning_probes.schedules import Budget, Clock, LogSpaced
 
 PRESETS = [presets.economy, presets.standard, presets.full]
-LEVEL_FRACTION = {"economy": 0.03, "standard": 0.08}
+LEVEL_FRACTION = {"economy": 0.02, "standard": 0.08}
 
 
 def names(monitors):
