@@ -4,6 +4,7 @@ import json
 
 import lightning.pytorch as pl
 import pytest
+from helpers import ClosesProcessGroup
 
 from lightning_probes.datasets import RegressionDataModule
 from lightning_probes.models import ThreeLayerRegressor
@@ -28,7 +29,8 @@ def _run(tmp_path, devices, max_steps):
     pl.seed_everything(0)
     trainer = pl.Trainer(
         accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", max_steps=max_steps,
-        callbacks=[monitor, DumpHistory(monitor, tmp_path)], logger=False, enable_checkpointing=False,
+        callbacks=[monitor, DumpHistory(monitor, tmp_path), ClosesProcessGroup()], logger=False,
+        enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
     )
     trainer.fit(ThreeLayerRegressor(width=16, init_gamma=0.5), RegressionDataModule(num_train=256, batch_size=32))

@@ -23,7 +23,7 @@ import re
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import read_events, trainer
+from helpers import ClosesProcessGroup, read_events, trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
 
@@ -226,15 +226,6 @@ class DumpHistories(pl.Callback):
         with open(f"{self.directory}/rank{trainer.global_rank}.json", "w") as fh:
             json.dump(out, fh)
 
-    def teardown(self, trainer, pl_module, stage):
-        # Lightning leaves a gloo process group alive at exit (it destroys only NCCL ones, at exit). A spawned
-        # rank that exits while its peer's connections are still open was seen to abort in CI ("terminate
-        # called without an active exception", SIGABRT, after fit had ended; never reproduced here in 19 runs,
-        # idle or loaded): both ranks meet here, then shut the group down. Nothing after callback teardown uses it.
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
-
 
 class FailsOnRankOne:
     """Mixin: the probe at ``FAIL_STEP`` raises on rank 1 alone, before the monitor has done anything — so before
@@ -273,8 +264,9 @@ def ddp_fit(directory, monitors, max_steps) -> list[dict]:
     pl.seed_everything(0)
     t = pl.Trainer(
         accelerator="cpu", devices=2, strategy=DDPStrategy(start_method="spawn", timeout=DDP_TIMEOUT),
-        max_steps=max_steps, callbacks=[*monitors, DumpHistories(directory)], logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        max_steps=max_steps, callbacks=[*monitors, DumpHistories(directory), ClosesProcessGroup()],
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        limit_val_batches=0,
     )
     t.fit(MLPClassifier(hidden=(32, 32)), DigitsDataModule(batch_size=64))
     return [read_json(f"{directory}/rank{r}.json") for r in range(2)]

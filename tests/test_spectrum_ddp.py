@@ -5,6 +5,7 @@ import json
 import lightning.pytorch as pl
 import pytest
 import torch.distributed as dist
+from helpers import ClosesProcessGroup
 
 from lightning_probes.datasets import DigitsDataModule
 from lightning_probes.models import MLPClassifier
@@ -46,7 +47,8 @@ def _run(tmp_path, devices, monitor, max_steps):
     pl.seed_everything(0)
     trainer = pl.Trainer(
         accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", max_steps=max_steps,
-        callbacks=[monitor, DumpHistory(monitor, tmp_path)], logger=False, enable_checkpointing=False,
+        callbacks=[monitor, DumpHistory(monitor, tmp_path), ClosesProcessGroup()], logger=False,
+        enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False,
     )
     trainer.fit(MLPClassifier(hidden=(32, 32)), DigitsDataModule(batch_size=32))
