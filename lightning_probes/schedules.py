@@ -96,9 +96,10 @@ class LogSpaced(Schedule):
 
 class Budget(Schedule):
     """Adaptive: probe whenever the monitor's cumulative time, plus the expected cost of one more probe (the last
-    probe's), stays within ``fraction`` of the training time so far — so the overhead stays at or below
-    ``1 + fraction``. ``min_interval`` spaces probes by at least that many steps. Pictures come out of the same
-    budget: a probe draws its due pictures only when their expected cost fits too, else a later probe does.
+    probe's measurement, plus the last pictures' when pictures are due), stays within ``fraction`` of the training
+    time so far — so the overhead stays at or below ``1 + fraction``. ``min_interval`` spaces probes by at least that
+    many steps. Pictures come out of the same budget: a probe draws its due pictures only when their expected cost
+    fits too, else a later probe does.
 
     Example:
         >>> due = budget(0.05)
