@@ -125,9 +125,9 @@ def standard(head: str = "classifier", **needs: Unpack[PresetArguments]) -> Moni
     least 5 steps apart, pictures on every 5th probe, 8 samples' interactions, 256 samples' LIB, exact concept
     search on 32 units. Arguments as in :func:`economy`.
 
-    Measured as for :func:`economy`: head only 1.107x (7.1%) over 10 000 steps, 1.128x (8.8%)
-    over 40 000; all five monitors 1.147x (10.4%) and 1.124x (8.6%). At 1000 steps: 1.27x and 2.08x, the step-0 probes
-    (1.5 s for all five) being most of it on so short a run.
+    Measured as for :func:`economy`: head only 1.107x (7.1%) over 10 000 steps, 1.128x (8.8%) over 40 000; all
+    five monitors 1.147x (10.4%) and 1.124x (8.6%). At 1000 steps: 1.27x and 2.08x, the step-0 probes (1.5 s for
+    all five) being most of it on so short a run.
     """
     return _build(_STANDARD, head, needs)
 
