@@ -104,28 +104,42 @@ class StopWhen(Trigger):
 
 
 class StopOnRegime(StopWhen):
-    """Stop once the feature-spectrum monitor has reported ``regime`` ("MF" or "EF") for ``patience`` probes.
+    """Stop once the feature-spectrum monitor has reported ``regime`` for ``patience`` probes in a row.
+
+    ``regime`` is "MF" (minimal feature, reported as 1), "EF" (extended feature, 0) or "below" (-1: n_features is
+    within the threshold but the function uses fewer than C - 1 output directions). Only that exact state counts:
+    "MF" never fires on "below". A probe whose regime is undefined (no ``regime`` scalar, or NaN: constant features,
+    a zero function) never counts and breaks the run of consecutive probes.
 
     Example:
         >>> stop = StopOnRegime("MF", patience=2)
         >>> [stop.check(s, {"regime": r}, "probes/spectrum/") is not None for s, r in enumerate([0, 1, 1])]
         [False, False, True]
+        >>> stop = StopOnRegime("MF", patience=1)
+        >>> [stop.check(s, r, "probes/spectrum/") for s, r in enumerate([{"regime": -1.0}, {"rank": 1.0}])]
+        [None, None]
     """
 
+    CODES = {"MF": 1.0, "EF": 0.0, "below": -1.0}
+
     def __init__(self, regime: str = "MF", patience: int = 1, min_step: int = 0) -> None:
-        if regime not in ("MF", "EF"):
-            raise ValueError(f"regime must be 'MF' (minimal feature) or 'EF' (extended feature), got {regime!r}.")
-        # regime is reported as 1 (MF) or 0 (EF)
-        super().__init__("regime", above=0.5 if regime == "MF" else None, below=0.5 if regime == "EF" else None,
-                         patience=patience, min_step=min_step)
+        if regime not in self.CODES:
+            raise ValueError(f"regime must be 'MF' (minimal feature), 'EF' (extended feature) or 'below' (fewer "
+                             f"than C - 1 output directions used), got {regime!r}.")
+        code = self.CODES[regime]
+        super().__init__("regime", above=code - 0.5, patience=patience, min_step=min_step)  # _holds: == code
         self.regime = regime
 
     def __repr__(self) -> str:
         return f"StopOnRegime({self.regime!r}, patience={self.patience}, min_step={self.min_step})"
 
     def _holds(self, value: float) -> str | None:
-        return f"{self.regime} regime" if super()._holds(value) else None
+        return f"{self.regime} regime" if value == self.CODES[self.regime] else None  # NaN: never
 
     def check(self, step: int, scalars: Mapping[str, float], prefix: str) -> str | None:
+        if "regime" not in scalars and "rank" in scalars:  # the spectrum monitor left an undefined regime out
+            if step >= self.min_step:
+                self.count = 0
+            return None
         why = super().check(step, scalars, prefix)
         return why.replace(" = ", ": ") if why else None

@@ -186,7 +186,7 @@ def test_a_probe_without_pictures_is_expected_to_cost_its_measurement_alone(tmp_
 def test_state_key_is_built_once_per_schedule_and_follows_a_new_one():
     monitor = FeatureSpectrumMonitor(head="classifier", schedule=every(10))
     first = monitor.state_key
-    assert first == monitor._generate_state_key(schedule="every(10, start=0)", head="classifier", center=False)
+    assert first == monitor._generate_state_key(schedule="every(10, start=0)", head="classifier", operator="centred")
     assert monitor.state_key is first  # Lightning reads it on every hook call: not rebuilt each time
     monitor.schedule = budget(0.05)
     assert "budget(0.05" in monitor.state_key and monitor.state_key != first

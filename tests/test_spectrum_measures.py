@@ -56,7 +56,10 @@ def test_simplex_etf_is_collapsed_minimal_feature():
     stats = FeatureStatisticsValue.from_features(phi, y, num_outputs=c)
     summary = summarise(stats, weight, bias)
     nc = neural_collapse(stats, weight)
-    assert summary.regime == 1 and summary.n_features <= c
+    # the centred default: C - 1 centred class directions, threshold C - 1; the first (uncentred) operator: C
+    assert summary.regime == 1 and summary.regime_threshold == c - 1 and summary.n_features <= c - 1
+    uncentred = summarise(stats, weight, bias, operator="uncentred")
+    assert uncentred.regime == 1 and uncentred.regime_threshold == c and uncentred.n_features <= c
     assert nc["nc1"] == pytest.approx(0.0, abs=1e-8)
     assert nc["nc2_equinorm"] == pytest.approx(0.0, abs=1e-6)
     assert nc["nc2_equiangular"] == pytest.approx(0.0, abs=1e-6)
@@ -65,8 +68,9 @@ def test_simplex_etf_is_collapsed_minimal_feature():
     agree = NearestMeanAgreement()
     agree.update(phi, phi.double() @ weight.double().T + bias.double(), nc["class_means"])
     assert float(agree.compute()) == 1.0
-    # the C class directions (plus the mean) carry all of the target
-    assert float(summary.target_power[c - 1]) == pytest.approx(1.0, abs=1e-6)
+    # the C - 1 centred class directions carry all of the centred target (uncentred: C, with the mean)
+    assert float(summary.target_power[c - 2]) == pytest.approx(1.0, abs=1e-6)
+    assert float(uncentred.target_power[c - 1]) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_wide_random_features_are_extended_feature():
@@ -141,10 +145,12 @@ def test_regression_targets_match_direct_computation():
     weight, bias = torch.randn(c, p, generator=g).double(), torch.randn(c, generator=g).double()
     stats = FeatureStatisticsValue.from_features(phi, y, num_outputs=c, classification=False)
     assert stats.class_counts is None
-    summary = summarise(stats, weight, bias)
-    _, target, learned = _direct(phi, y, weight, bias, center=False)
-    torch.testing.assert_close(summary.target_power, target, rtol=1e-8, atol=1e-10)
-    torch.testing.assert_close(summary.learned_power, learned, rtol=1e-8, atol=1e-10)
+    for center in (False, True):  # the default is centred since turn 2; the first definition is an option
+        summary = summarise(stats, weight, bias, operator="centred" if center else "uncentred")
+        _, target, learned = _direct(phi, y, weight, bias, center=center)
+        torch.testing.assert_close(summary.target_power, target, rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(summary.learned_power, learned, rtol=1e-8, atol=1e-10)
+        assert summary.regime_threshold == c  # regression: C output directions, centred or not
 
 
 def test_streaming_in_batches_equals_one_batch():

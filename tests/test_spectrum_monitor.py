@@ -18,6 +18,7 @@ from lightning_probes.triggers import StopWhen
 SCALARS = [
     "n_features", "n_features_99", "participation_ratio", "gap_at_C", "regime", "target_power_at_C",
     "learned_power_at_C", "top_eigenvalue", "nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4",
+    "n_features_decisions", "function_rank", "regime_stable_since",
 ]
 
 
@@ -40,13 +41,18 @@ def test_fit_logs_every_tag_the_dashboard_and_pictures(tmp_path):
     assert "probes/spectrum/cumulative_power" in events.images
     assert events.histograms["probes/spectrum/log10_eigenvalues"] == [0, 20, 25]
     assert "| step | regime |" in events.texts["probes/spectrum/regime_history"][-1]
-    assert len(events.texts["probes/spectrum/regime_history"]) == 4  # text on every probe, pictures on their cadence
+    # the table is written only when the regime changed (one text per row), not on every probe
+    texts = events.texts["probes/spectrum/regime_history"]
+    assert len(texts) == len(monitor.regime_rows) == len(monitor.regime_changes()) < 4
+    assert [row.count("\n") - 1 for row in texts] == list(range(1, len(texts) + 1))
     charts = events.charts()
     assert "regime and features used" in charts["probes/spectrum"]
     # the logged values are the monitor's own history
     n_feat = dict(events.scalars["probes/spectrum/n_features"])
     assert n_feat == {s: v["n_features"] for s, v in monitor.history}
-    assert all(v["regime"] in (0.0, 1.0) for _, v in monitor.history)
+    assert all(v["regime"] in (-1.0, 0.0, 1.0) for _, v in monitor.history)
+    since = {s: v["regime_stable_since"] for s, v in monitor.history}
+    assert since == {s: max(c for c, _ in monitor.regime_changes() if c <= s) for s in since}
     assert all(0 <= v["nc4"] <= 1 for _, v in monitor.history)
 
 

@@ -11,7 +11,9 @@ Symbols: N samples, p features, C outputs (classes, or regression outputs), r th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from difflib import get_close_matches
 from typing import NamedTuple
 
 import torch
@@ -19,20 +21,27 @@ from torch import Tensor
 from torchmetrics import Metric
 
 __all__ = [
+    "OPERATORS",
+    "DecisionAgreement",
     "FeatureStatistics",
     "NearestMeanAgreement",
     "Spectrum",
     "SpectrumSummary",
     "cumulative_learned_power",
     "cumulative_target_power",
+    "decision_features",
     "diagonalise",
     "features_needed",
+    "function_rank",
+    "function_covariance",
     "kernel_diagonalise",
     "nearest_class_mean",
+    "operator_moments",
     "neural_collapse",
     "participation_ratio",
     "spectral_gap",
     "summarise",
+    "truncated_decisions",
 ]
 
 _F64 = torch.float64
@@ -440,62 +449,194 @@ def neural_collapse(
     return out
 
 
+OPERATORS = ("centred", "augmented", "uncentred")
+"""The operators the regime can be read from (SCIENCE.md §1, correction of turn 2):
+
+- ``"centred"`` (default): Σ = S/N - μμᵀ with the centred learned function f - E f and centred targets; the bias
+  drops out and the constant function is not a feature. Centred one-hot class means span C - 1 dimensions, so the
+  regime threshold is C - 1 for classification (C for regression).
+- ``"augmented"``: the head's true operator with its bias, on the features [Φ, 1] and the head [W, b]; the
+  constant belongs to the span, threshold C.
+- ``"uncentred"``: the first definition, Σ = S/N with f = WΦ + b; the bias enters through E[Φ] only (with
+  near-zero-mean features and a large bias Π̂ cannot reach 1), threshold C. Its top eigenfunction is nearly the
+  constant at initialisation, so a fresh ReLU network reads MF there (an artefact); kept as an option.
+"""
+
+REGIME_BELOW, REGIME_EF, REGIME_MF = -1, 0, 1
+REGIME_NAMES = {REGIME_MF: "MF", REGIME_EF: "EF", REGIME_BELOW: "below"}
+
+
+def check_operator(operator: str) -> str:
+    """The operator name, or a ValueError that names the close choices."""
+    if operator not in OPERATORS:
+        close = get_close_matches(str(operator), OPERATORS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"operator must be one of {', '.join(map(repr, OPERATORS))}, got {operator!r}.{hint}")
+    return operator
+
+
+class OperatorMoments(NamedTuple):
+    """The moments of the features an operator diagonalises, and the head that acts on them.
+
+    features: ``"centred"``: Φ - μ; ``"augmented"``: [Φ, 1]; ``"uncentred"``: Φ. q = p + 1 for augmented, else p.
+    """
+
+    sigma: Tensor  # (q, q) second moment of the operator's features
+    cross: Tensor  # (q, C) E[features · yᵀ] (centred: the cross-covariance)
+    target_sq: float  # E‖y‖² (centred: the total target variance)
+    weight: Tensor  # (C, q) the head on those features ([W, b] for augmented)
+    bias: Tensor | None  # (C,) the bias left outside the operator (uncentred only)
+    mean: Tensor | None  # (p,) E[Φ] where the bias enters through it (uncentred only)
+    centre: Tensor | None  # (p,) the mean subtracted from the features (centred only)
+
+
+def operator_moments(stats: FeatureStatisticsValue, weight: Tensor, bias: Tensor | None,
+                     operator: str = "centred") -> OperatorMoments:
+    """Moments and head of one operator from the streaming statistics (all float64)."""
+    n = float(stats.n)
+    mean = stats.feature_sum / n  # (p,)
+    sigma = stats.gram / n  # (p, p)
+    cross = stats.cross / n  # (p, C)
+    target_sq = float(stats.target_sq) / n
+    w = weight.to(_F64)
+    b = None if bias is None else bias.to(device=w.device, dtype=_F64)
+    if operator == "centred":
+        y_mean = stats.target_sum / n  # (C,)
+        return OperatorMoments(sigma - torch.outer(mean, mean), cross - torch.outer(mean, y_mean),
+                               target_sq - float(y_mean @ y_mean), w, None, None, mean)
+    if operator == "augmented":
+        p = len(mean)
+        sig = sigma.new_empty((p + 1, p + 1))  # E[[Φ, 1][Φ, 1]ᵀ]
+        sig[:p, :p], sig[:p, p], sig[p, :p], sig[p, p] = sigma, mean, mean, 1.0
+        cr = torch.cat([cross, (stats.target_sum / n)[None, :]], 0)  # (p + 1, C)
+        wa = torch.cat([w, (b if b is not None else w.new_zeros(len(w)))[:, None]], 1)  # (C, p + 1)
+        return OperatorMoments(sig, cr, target_sq, wa, None, None, None)
+    return OperatorMoments(sigma, cross, target_sq, w, b, mean, None)
+
+
+def function_covariance(stats: FeatureStatisticsValue, weight: Tensor) -> Tensor:
+    """Cov(f) = W (S/N - μμᵀ) Wᵀ (C, C): the learned function's covariance over the probe set (its bias is a
+    constant and drops out)."""
+    n = float(stats.n)
+    mean = stats.feature_sum / n
+    w = weight.to(_F64)
+    wm = w @ mean  # (C,)
+    return w @ (stats.gram / n) @ w.T - torch.outer(wm, wm)
+
+
+def function_rank(second_moment: Tensor, tolerance: float = 1e-6) -> int:
+    """How many output directions the learned function uses: eigenvalues of Cov(f) above ``tolerance`` · λ_max.
+
+    A direction below 1e-6 of the top one carries less than a millionth of the function's power (its singular
+    value is under 1e-3 of the top one), so a head of rank k reads k even after float32 rounding.
+
+    Example:
+        >>> function_rank(torch.diag(torch.tensor([4.0, 1.0, 1e-9], dtype=torch.float64)))
+        2
+    """
+    lam = torch.linalg.eigvalsh((second_moment + second_moment.T) / 2)
+    top = float(lam.max()) if lam.numel() else 0.0
+    return int((lam > tolerance * top).sum()) if top > 0 else 0
+
+
 @dataclass(frozen=True)
 class SpectrumSummary:
-    """Everything one probe of the spectrum monitor reports (float64 tensors, floats and ints)."""
+    """Everything one probe of the spectrum monitor reports (float64 tensors, floats and ints).
+
+    ``regime`` is 1 (MF: n_features ≤ threshold and the function uses at least threshold output directions),
+    0 (EF: n_features > threshold), -1 ("below": n_features ≤ threshold but the learned function varies along
+    fewer than ``directions_needed`` output directions — C - 1 for classes, whose means span C - 1 dimensions, C for
+    regression — so it cannot separate the classes as a collapsed function does: a rank-2 head is not MF) or None
+    (undefined: the features are constant on the probe set, e.g. a dead network, or the learned function is
+    identically zero). ``regime_threshold`` is C - 1 for the centred operator on classes, else C (the constant
+    function is one of the uncentred and augmented operators' eigenfunctions).
+    """
 
     spectrum: Spectrum
     target_power: Tensor  # (r,) Π*
     learned_power: Tensor  # (r,) Π̂
-    n_features: int
-    n_features_99: int
+    n_features: int | None
+    n_features_99: int | None
     participation_ratio: float
     gap_at_C: float
-    regime: int  # 1 = Minimal Feature, 0 = Extended Feature
+    regime: int | None
     num_outputs: int
+    operator: str = "centred"
+    regime_threshold: int = 0
+    function_rank: int = 0  # output directions along which f varies (rank of Cov(f), see function_rank)
+    directions_needed: int = 0  # C - 1 for classes, C for regression
+    alignment: Tensor | None = None  # (r, C) E[f_c e_i] (centred: of f - E f)
+    offset: Tensor | None = None  # (C,) E f for the centred operator (what its truncations start from), else 0
+    centre: Tensor | None = None  # (p,) μ subtracted from the features (centred operator)
+    n_features_decisions: int | None = None  # set by the caller from :class:`DecisionAgreement`
+    undefined_reason: str = ""
+
+    @property
+    def defined(self) -> bool:
+        return self.regime is not None
+
+    @property
+    def regime_name(self) -> str:
+        return "undefined" if self.regime is None else REGIME_NAMES[self.regime]
 
     def scalars(self) -> dict[str, float]:
-        c = self.num_outputs
-        at_c = min(c, self.spectrum.rank)
-        pick = lambda curve: float(curve[at_c - 1]) if at_c > 0 else float("nan")  # noqa: E731
-        return {
-            "n_features": float(self.n_features),
-            "n_features_99": float(self.n_features_99),
+        """The monitorable numbers by name. Undefined figures (NaN) are left out, never logged as NaN."""
+        at_c = min(self.regime_threshold or self.num_outputs, self.spectrum.rank)
+        pick = lambda curve: float(curve[at_c - 1]) if at_c > 0 and len(curve) >= at_c else float("nan")  # noqa
+        out = {
+            "n_features": float("nan") if self.n_features is None else float(self.n_features),
+            "n_features_99": float("nan") if self.n_features_99 is None else float(self.n_features_99),
             "participation_ratio": self.participation_ratio,
             "gap_at_C": self.gap_at_C,
-            "regime": float(self.regime),
+            "regime": float("nan") if self.regime is None else float(self.regime),
             "target_power_at_C": pick(self.target_power),
-            "learned_power_at_C": pick(self.learned_power),
-            "top_eigenvalue": float(self.spectrum.eigenvalues[0]),
+            "learned_power_at_C": pick(self.learned_power) if self.defined else float("nan"),
+            "top_eigenvalue": float(self.spectrum.eigenvalues[0]) if self.spectrum.eigenvalues.numel() else 0.0,
             "rank": float(self.spectrum.rank),
+            "function_rank": float(self.function_rank),
         }
+        if self.n_features_decisions is not None:
+            out["n_features_decisions"] = float(self.n_features_decisions)
+        return {k: v for k, v in out.items() if not math.isnan(v)}
 
 
 def summarise(
     stats: FeatureStatisticsValue,
     weight: Tensor,
     bias: Tensor | None,
-    center: bool = False,
+    center: bool | None = None,
     power_threshold: float = 0.95,
     gap: float | None = None,
+    operator: str = "centred",
+    function_tolerance: float = 1e-6,
 ) -> SpectrumSummary:
-    """Diagonalise Σ from the statistics and compute powers, n_f, the gap and the MF/EF regime.
+    """Diagonalise the operator from the statistics and compute powers, n_f, the gap and the regime.
 
     Args:
         stats: summed statistics of N probe samples.
         weight: (C, p) head weight; bias: (C,) head bias or None.
-        center: use Σ = S/N - μμᵀ (fluctuations only) instead of the uncentred S/N.
+        center: the first API: ``True`` = ``operator="centred"``, ``False`` = ``operator="uncentred"``
+            (``None``: use ``operator``).
         power_threshold: ρ in n_f = min{k : Π̂(k) ≥ ρ}.
-        gap: if set, MF also requires λ_C / λ_{C+1} ≥ gap.
+        gap: if set, MF also requires λ_T / λ_{T+1} ≥ gap (T the regime threshold).
+        operator: ``"centred"`` (default), ``"augmented"`` ([Φ, 1] with the head [W, b]) or ``"uncentred"``;
+            see :data:`OPERATORS`.
+        function_tolerance: relative eigenvalue level of E[f fᵀ] below which an output direction counts as unused
+            (:func:`function_rank`).
 
     Example:
         >>> phi = torch.eye(4).repeat(5, 1)          # 20 samples, 4 orthogonal class prototypes
         >>> y = torch.arange(4).repeat(5)
         >>> stats = FeatureStatisticsValue.from_features(phi, y, num_outputs=4)
         >>> s = summarise(stats, weight=torch.eye(4), bias=torch.zeros(4))
-        >>> s.n_features, s.regime, round(float(s.target_power[-1]), 6)
-        (4, 1, 1.0)
+        >>> s.n_features, s.regime_threshold, s.regime_name, round(float(s.target_power[-1]), 6)
+        (3, 3, 'MF', 1.0)
+        >>> summarise(stats, torch.eye(4), torch.zeros(4), operator="uncentred").regime_threshold
+        4
     """
+    if center is not None:
+        operator = "centred" if center else "uncentred"
+    check_operator(operator)
     n = float(stats.n)
     if n < 1:
         raise ValueError("no probe samples were seen.")
@@ -515,27 +656,138 @@ def summarise(
         raise FloatingPointError(
             f"features hold NaN or Inf in {int(stats.nonfinite)} of {int(n)} probe samples; probe skipped."
         )
-    mean = stats.feature_sum / n  # (p,)
-    sigma = stats.gram / n  # (p, p)
-    cross = stats.cross / n  # (p, C)
-    target_sq = float(stats.target_sq) / n
-    if center:
-        sigma = sigma - torch.outer(mean, mean)
-        y_mean = stats.target_sum / n
-        cross = cross - torch.outer(mean, y_mean)
-        target_sq = target_sq - float(y_mean @ y_mean)
-    spec = diagonalise(sigma, stats.feature_eps, size=max(int(n), len(sigma)))
-    if spec.rank == 0:
-        raise ValueError("the feature map is identically zero on the probe set (all eigenvalues vanish).")
-    target = cumulative_target_power(spec, cross, target_sq) if target_sq > 0 else \
-        torch.full((spec.rank,), float("nan"), dtype=_F64)
-    learned = cumulative_learned_power(spec, weight, bias, None if center else mean, sigma)
+    moments = operator_moments(stats, weight, bias, operator)
+    size = max(int(n), len(moments.sigma))
+    spec = diagonalise(moments.sigma, stats.feature_eps, size=size)
     c = weight.shape[0]
-    n_f = features_needed(learned, power_threshold)
-    gap_c = spectral_gap(spec.eigenvalues, c, spec.tolerance)
-    minimal = 0 < n_f <= c and (gap is None or gap_c >= gap)
+    classification = stats.class_counts is not None
+    threshold = c - 1 if operator == "centred" and classification else c
+    needed = c - 1 if classification else c
+    target = cumulative_target_power(spec, moments.cross, moments.target_sq) if moments.target_sq > 0 \
+        and spec.rank else torch.full((spec.rank,), float("nan"), dtype=_F64)
+    learned = cumulative_learned_power(spec, moments.weight, moments.bias, moments.mean, moments.sigma) \
+        if spec.rank else torch.zeros(0, dtype=_F64)
+    align = learned_function_alignment(spec, moments.weight, moments.bias, moments.mean)  # (r, C)
+    f_rank = function_rank(function_covariance(stats, weight), function_tolerance)
+    gap_c = spectral_gap(spec.eigenvalues, threshold, spec.tolerance)
+    why = _undefined_reason(stats, spec, learned)
+    if why:
+        n_f = n_99 = regime = None
+    else:
+        n_f, n_99 = features_needed(learned, power_threshold), features_needed(learned, 0.99)
+        if n_f > threshold:
+            regime = REGIME_EF
+        elif f_rank < needed:
+            regime = REGIME_BELOW
+        else:
+            regime = REGIME_MF if gap is None or gap_c >= gap else REGIME_EF
+    w, b = weight.to(_F64), None if bias is None else bias.to(_F64)
+    offset = w.new_zeros(c)
+    if operator == "centred":
+        offset = w @ moments.centre + (b if b is not None else 0.0)  # E f
     return SpectrumSummary(
-        spectrum=spec, target_power=target, learned_power=learned, n_features=n_f,
-        n_features_99=features_needed(learned, 0.99), participation_ratio=participation_ratio(spec.eigenvalues),
-        gap_at_C=gap_c, regime=int(minimal), num_outputs=c,
+        spectrum=spec, target_power=target, learned_power=learned, n_features=n_f, n_features_99=n_99,
+        participation_ratio=participation_ratio(spec.eigenvalues), gap_at_C=gap_c, regime=regime, num_outputs=c,
+        operator=operator, regime_threshold=threshold, function_rank=f_rank, directions_needed=needed, alignment=align, offset=offset,
+        centre=moments.centre, undefined_reason=why,
     )
+
+
+def _undefined_reason(stats: FeatureStatisticsValue, spec: Spectrum, learned: Tensor) -> str:
+    """Why the regime cannot be read ("" when it can): constant features, or a learned function that vanishes."""
+    n = float(stats.n)
+    mean = stats.feature_sum / n
+    variance = float(torch.diagonal(stats.gram).sum()) / n - float(mean @ mean)  # tr(S/N - μμᵀ)
+    scale = float(torch.diagonal(stats.gram).sum()) / n
+    size = max(int(n), stats.gram.shape[0])
+    if variance <= scale * max((size * stats.feature_eps) ** 2, size * torch.finfo(_F64).eps):
+        return "the features are constant on the probe set (a dead network?): no eigenfunction varies"
+    if spec.rank == 0:
+        return "the operator has no non-zero eigenvalue"
+    if learned.numel() == 0 or bool(torch.isnan(learned).any()):
+        return "the learned function is identically zero on the probe set"
+    return ""
+
+
+def truncated_decisions(
+    features: Tensor, weight: Tensor, bias: Tensor | None, summary: SpectrumSummary, chunk: int = 1 << 22
+) -> Tensor:
+    """For every k, how many samples' argmax the k-eigenfunction truncation of f keeps.  Returns (r,) counts.
+
+    The truncation f_k(x) = offset + Σ_{i≤k} E[f e_i] e_i(x) (offset = E f for the centred operator, 0 otherwise)
+    is built for all k at once: with X the operator's features ([Φ, 1], Φ - μ or Φ), E[f e_i] e_i(x) =
+    (E[f e_i] / √λ_i) · (X u_i), and a cumulative sum over i gives every f_k. Compared with argmax_c of the
+    head's own output WΦ + b.
+
+    Args:
+        features: (B, p) features Φ.
+        weight: (C, p) head weight; bias: (C,) or None.
+        summary: from :func:`summarise` (its spectrum, alignment, offset and centre).
+        chunk: the largest B·r·C block built at once.
+
+    Example:
+        >>> phi = torch.eye(3).repeat(4, 1); y = torch.arange(3).repeat(4)
+        >>> s = summarise(FeatureStatisticsValue.from_features(phi, y, 3), torch.eye(3), torch.zeros(3))
+        >>> kept = truncated_decisions(phi, torch.eye(3), torch.zeros(3), s)
+        >>> len(kept), float(kept[-1])  # 2 centred eigenfunctions; all of them give f back, so all 12 decisions
+        (2, 12.0)
+    """
+    spec = summary.spectrum
+    phi = features.to(_F64)  # (B, p)
+    w = weight.to(device=phi.device, dtype=_F64)
+    full = phi @ w.T  # (B, C)
+    if bias is not None:
+        full = full + bias.to(device=phi.device, dtype=_F64)
+    decisions = full.argmax(-1)  # (B,)
+    if summary.operator == "centred":
+        x = phi - summary.centre.to(phi.device)
+    elif summary.operator == "augmented":
+        x = torch.cat([phi, phi.new_ones(len(phi), 1)], 1)
+    else:
+        x = phi
+    u = spec.eigenvectors.to(phi.device)  # (q, r)
+    coef = summary.alignment.to(phi.device) / spec.nonzero.sqrt().to(phi.device)[:, None]  # (r, C)
+    offset = summary.offset.to(phi.device)
+    r, c = coef.shape
+    kept = phi.new_zeros(r)
+    step = max(1, chunk // max(1, r * c))
+    for start in range(0, len(phi), step):
+        proj = x[start : start + step] @ u  # (b, r) = √λ_i e_i(x)
+        trunc = offset + torch.cumsum(proj[:, :, None] * coef[None], 1)  # (b, r, C): f_1 .. f_r
+        kept += (trunc.argmax(-1) == decisions[start : start + step, None]).sum(0)
+    return kept
+
+
+class DecisionAgreement(Metric):
+    """Counts of kept argmax decisions per truncation level k (sum-reduced across batches and ranks).
+
+    Args:
+        max_k: the largest number of eigenfunctions (p + 1 covers every operator).
+    """
+
+    full_state_update = False
+
+    def __init__(self, max_k: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.max_k = max_k
+        self.add_state("kept", torch.zeros(max_k, dtype=_F64), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros((), dtype=_F64), dist_reduce_fx="sum")
+
+    def update(self, features: Tensor, weight: Tensor, bias: Tensor | None, summary: SpectrumSummary) -> None:
+        kept = truncated_decisions(features, weight, bias, summary)
+        self.kept[: len(kept)].add_(kept)
+        self.total.add_(len(features))
+
+    def compute(self) -> Tensor:
+        """(max_k,) the share of kept decisions for k = 1, 2, ...; entries past the rank are meaningless."""
+        return self.kept / self.total.clamp_min(1)
+
+
+def decision_features(kept_share: Tensor, rank: int, threshold: float = 0.99) -> int:
+    """n_features_decisions: the fewest k whose truncated f keeps ``threshold`` of the argmax decisions (≤ r).
+
+    Example:
+        >>> decision_features(torch.tensor([0.5, 0.995, 1.0, 0.0]), rank=3)
+        2
+    """
+    return features_needed(kept_share[:rank], threshold)

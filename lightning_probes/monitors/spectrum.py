@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -10,9 +11,13 @@ from torch import nn
 from typing_extensions import override
 
 from lightning_probes.measures.spectrum import (
+    REGIME_NAMES,
+    DecisionAgreement,
     FeatureStatistics,
     NearestMeanAgreement,
     SpectrumSummary,
+    check_operator,
+    decision_features,
     neural_collapse,
     summarise,
 )
@@ -22,18 +27,28 @@ from lightning_probes.tensorboard import drawing, line_image, markdown_table
 
 __all__ = ["FeatureSpectrumMonitor"]
 
-REGIMES = {1: "MF", 0: "EF"}
+REGIMES = REGIME_NAMES  # 1: "MF", 0: "EF", -1: "below"; a probe without a "regime" scalar is undefined
 
 
 class FeatureSpectrumMonitor(Monitor):
     """Diagonalise the feature map Φ (the input of the final linear layer) against the gradient-descent operator.
 
+    The operator (``operator``, SCIENCE.md §1 correction of turn 2) is by default the centred one — Σ = S/N - μμᵀ
+    with the centred function f - E f and centred targets — read against T = C - 1 for classes (centred class means
+    span C - 1 dimensions; T = C for regression and for the ``"augmented"`` [Φ, 1] and ``"uncentred"`` options).
     Logs under ``probes/spectrum/``: ``n_features`` (eigenfunctions carrying ``power_threshold`` of the learned
-    function), ``n_features_99``, ``participation_ratio``, ``gap_at_C`` (λ_C / λ_{C+1}), ``regime`` (1 = Minimal
-    Feature: n_features ≤ C; 0 = Extended Feature), ``target_power_at_C``, ``learned_power_at_C``,
+    function), ``n_features_99``, ``n_features_decisions`` (the fewest eigenfunctions whose truncated f keeps
+    ``decision_threshold`` of the head's argmax decisions), ``function_rank`` (output directions along which f
+    varies), ``participation_ratio``, ``gap_at_C`` (λ_T / λ_{T+1}), ``regime`` (1 = Minimal Feature: n_features ≤ T
+    and f varies along at least C - 1 directions; 0 = Extended Feature: n_features > T; -1 = "below": n_features ≤ T
+    but f uses fewer than C - 1 output directions, an under-using function that is not MF), ``regime_stable_since``
+    (the step the current regime began at), ``target_power_at_C``, ``learned_power_at_C`` (Π at k = T),
     ``top_eigenvalue``, ``rank`` and, for classification, ``nc1``, ``nc2_equinorm``, ``nc2_equiangular``,
-    ``nc2_angle_deviation``, ``nc3``, ``nc4``. Pictures: the relative spectrum λ_i/λ_1 and the cumulative target /
-    learned-function power; a histogram of log10 λ; text: the history of regime changes.
+    ``nc2_angle_deviation``, ``nc3``, ``nc4``. When the regime is undefined (constant features — a dead network —
+    or a learned function that is zero on the probe set) the monitor warns and logs neither ``regime`` nor the
+    figures that would be NaN, and no trigger fires on it. Pictures: the relative spectrum λ_i/λ_1 and the
+    cumulative target / learned-function power; a histogram of log10 λ; text: the history of regime changes
+    (written when it changes).
 
     Statistics are streamed (memory O(p² + pC) whatever the probe size) and, under DDP, each rank probes its share
     of the probe set and the sums are reduced — the same figures as one process.
@@ -41,9 +56,14 @@ class FeatureSpectrumMonitor(Monitor):
     Args:
         head: module name of the final ``nn.Linear``; Φ is its input.
         num_classes: C for classification (defaults to the head's ``out_features``; must match it).
-        center: diagonalise the covariance S/N - μμᵀ instead of the uncentred S/N.
+        operator: ``"centred"`` (default), ``"augmented"`` (features [Φ, 1] with the head [W, b]) or
+            ``"uncentred"`` (the first definition, Σ = S/N; reads MF at initialisation, an artefact).
+        center: the first API, kept: ``True`` = ``operator="centred"``, ``False`` = ``operator="uncentred"``.
         power_threshold: ρ in n_features = min{k : Π̂(k) ≥ ρ}.
-        gap: if set, MF also requires λ_C / λ_{C+1} ≥ gap.
+        gap: if set, MF also requires λ_T / λ_{T+1} ≥ gap.
+        decisions: compute ``n_features_decisions`` (keeps the probe's features of this rank for one more pass over
+            them after the diagonalisation; no extra forward pass).
+        decision_threshold: the share of argmax decisions the truncated function must keep.
         neural_collapse: compute NC1–NC4 (classification only).
         nc4_means: which class means NC4's nearest-class-mean classifier uses (SCIENCE.md allows both):
             ``"previous"`` — the previous probe's, so NC4 comes from the same single pass (the first probe, having no
@@ -62,9 +82,12 @@ class FeatureSpectrumMonitor(Monitor):
         self,
         head: str = "classifier",
         num_classes: int | None = None,
-        center: bool = False,
+        operator: str = "centred",
+        center: bool | None = None,
         power_threshold: float = 0.95,
         gap: float | None = None,
+        decisions: bool = True,
+        decision_threshold: float = 0.99,
         neural_collapse: bool = True,
         nc4_means: Literal["previous", "current"] = "previous",
         **kwargs: Any,
@@ -81,9 +104,23 @@ class FeatureSpectrumMonitor(Monitor):
             raise ValueError(f"nc4_means must be 'previous' or 'current', got {nc4_means!r}.")
         if gap is not None and (isinstance(gap, bool) or not isinstance(gap, (int, float)) or not gap >= 1):
             raise ValueError(f"gap is a ratio λ_C/λ_(C+1) >= 1, got {gap!r}.")  # `not >=`: NaN is refused too
+        check_operator(operator)
+        if center is not None:
+            if not isinstance(center, bool):
+                raise ValueError(f"center must be True or False (or left out for operator=...), got {center!r}.")
+            legacy = "centred" if center else "uncentred"
+            if operator not in ("centred", legacy):
+                raise ValueError(f"center={center} means operator={legacy!r}, but operator={operator!r} was given.")
+            operator = legacy
+        if isinstance(decision_threshold, bool) or not isinstance(decision_threshold, (int, float)) \
+                or not 0 < decision_threshold <= 1:
+            raise ValueError(f"decision_threshold must be a share in (0, 1], got {decision_threshold!r}.")
         self.head = head
         self.num_classes = num_classes
-        self.center = center
+        self.operator = operator
+        self.center = operator == "centred"
+        self.decisions = bool(decisions)
+        self.decision_threshold = float(decision_threshold)
         self.power_threshold = power_threshold
         self.gap = gap
         self.neural_collapse = neural_collapse
@@ -92,20 +129,25 @@ class FeatureSpectrumMonitor(Monitor):
         self.classification: bool | None = None
         self._stats: FeatureStatistics | None = None
         self._agreement: NearestMeanAgreement | None = None
+        self._decisions: DecisionAgreement | None = None
+        # the regime table, built one probe at a time: (step, regime, n_features, gap) at every change
+        self.regime_rows: list[tuple[int, str, int | None, float]] = []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(head={self.head!r}, schedule={self.schedule!r})"
 
     @override
     def state_key_fields(self) -> dict[str, Any]:
-        return {"head": self.head, "center": self.center}
+        return {"head": self.head, "operator": self.operator}
 
     @override
     def dashboard(self) -> dict[str, dict[str, list]]:
         p = self.prefix
         return {
             "probes/spectrum": {
-                "regime and features used": ["Multiline", [f"{p}regime$", f"{p}n_features$", f"{p}n_features_99$"]],
+                "regime and features used": ["Multiline", [f"{p}regime$", f"{p}n_features$", f"{p}n_features_99$",
+                                                           f"{p}n_features_decisions$", f"{p}function_rank$"]],
+                "regime stable since": ["Multiline", [f"{p}regime_stable_since$"]],
                 "power carried by the first C eigenfunctions": [
                     "Multiline", [f"{p}target_power_at_C$", f"{p}learned_power_at_C$"]
                 ],
@@ -148,6 +190,8 @@ class FeatureSpectrumMonitor(Monitor):
         classification = self._is_classification()
         self._stats = FeatureStatistics(head.in_features, head.out_features, classification).to(pl_module.device)
         self._agreement = NearestMeanAgreement().to(pl_module.device) if classification else None
+        self._decisions = DecisionAgreement(head.in_features + 1).to(pl_module.device) \
+            if classification and self.decisions else None
 
     @override
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Report:
@@ -162,6 +206,7 @@ class FeatureSpectrumMonitor(Monitor):
             and self.class_means is not None else None
         if agreement is not None:
             agreement.reset()
+        kept: list[torch.Tensor] = []  # this rank's features, for the decision count after the diagonalisation
 
         def accumulate() -> None:
             with capture(pl_module, {self.head: "input"}) as seen:
@@ -169,13 +214,23 @@ class FeatureSpectrumMonitor(Monitor):
                     pl_module(x)
                     phi = seen[self.head]
                     stats.update(phi, y)
+                    if self._decisions is not None:
+                        kept.append(phi.detach())
                     if previous is not None:  # NC4 against the previous probe's means, in the same pass
                         agreement.update(phi, nn.functional.linear(phi, weight, bias), previous)
 
         self.rank_local(trainer, accumulate)
         value = stats.compute()  # summed over ranks
-        summary = summarise(value, weight, bias, self.center, self.power_threshold, self.gap)
+        summary = summarise(value, weight, bias, power_threshold=self.power_threshold, gap=self.gap,
+                            operator=self.operator)
+        if self._decisions is not None and summary.defined:
+            summary = self._decision_count(trainer, summary, kept, weight, bias)
+        kept.clear()
         scalars = summary.scalars()
+        if not summary.defined:
+            self.warn_once("undefined-regime", f"the regime is undefined at step {self.step}: "
+                           f"{summary.undefined_reason}; 'regime' and the figures that would be NaN are not logged, "
+                           "and no trigger fires on this probe.")
         if collapse:
             nc = neural_collapse(value, weight)
             means = nc.pop("class_means")
@@ -184,10 +239,27 @@ class FeatureSpectrumMonitor(Monitor):
             nc["nc4"] = float(agreement.compute())
             scalars.update({k: float(v) for k, v in nc.items()})
             self.class_means = means.cpu()
-        report = Report(scalars=scalars, texts={"regime_history": self._regime_table(summary)})
+        changed = self._note_regime(self.step, summary)
+        since = self._stable_since()
+        if since is not None:
+            scalars["regime_stable_since"] = float(since)
+        # the table goes out only when a row was added: rewriting it on every probe grows the event file without bound
+        report = Report(scalars=scalars, texts={"regime_history": self._regime_table()} if changed else {})
         if self.render_images:
             self._pictures(report, summary)
         return report
+
+    def _decision_count(
+        self, trainer: pl.Trainer, summary: SpectrumSummary, kept: list[torch.Tensor], weight: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> SpectrumSummary:
+        """n_features_decisions from this rank's stored features and the spectrum (summed over ranks)."""
+        metric = self._decisions
+        metric.reset()
+        self.rank_local(trainer, lambda: [metric.update(phi, weight, bias, summary) for phi in kept])
+        share = metric.compute()  # (p + 1,) synchronised
+        count = decision_features(share, summary.spectrum.rank, self.decision_threshold)
+        return dataclasses.replace(summary, n_features_decisions=count)
 
     def _nearest_mean_pass(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -208,12 +280,14 @@ class FeatureSpectrumMonitor(Monitor):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "class_means": self.class_means}
+        return {**super().state_dict(), "class_means": self.class_means, "regime_rows": list(self.regime_rows)}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.class_means = state_dict.get("class_means")
+        rows = state_dict.get("regime_rows")
+        self.regime_rows = [tuple(r) for r in rows] if rows is not None else self._rows_from_history()
 
     @drawing()  # so a time budget knows what pictures cost apart from the measurement
     def _pictures(self, report: Report, summary: SpectrumSummary) -> None:
@@ -227,19 +301,40 @@ class FeatureSpectrumMonitor(Monitor):
         )
         report.images["cumulative_power"] = line_image(
             {"target Π*(k)": (k, summary.target_power.cpu()), "learned Π̂(k)": (k, summary.learned_power.cpu())},
-            f"cumulative power, step {self.step} ({REGIMES[summary.regime]}, n_f = {summary.n_features})",
+            f"cumulative power, step {self.step} ({summary.regime_name}, n_f = {summary.n_features}, "
+            f"{summary.operator})",
             "eigenfunctions k", "share of E‖·‖²", logx=True,
-            hlines={f"ρ = {self.power_threshold}": self.power_threshold}, vlines={f"C = {c}": c},
+            hlines={f"ρ = {self.power_threshold}": self.power_threshold},
+            vlines={f"T = {summary.regime_threshold}": summary.regime_threshold},
         )
         report.histograms["log10_eigenvalues"] = torch.log10(lam)
 
-    def _regime_table(self, summary: SpectrumSummary) -> str:
-        rows, last = [], None
-        for step, scalars in [*self.history, (self.step, summary.scalars())]:
-            regime = REGIMES.get(int(scalars.get("regime", -1)), "?")
-            if regime != last:
-                rows.append([step, regime, int(scalars["n_features"]), scalars["gap_at_C"]])
-                last = regime
+    def _note_regime(self, step: int, summary: SpectrumSummary) -> bool:
+        """Add a row to the regime table when the regime changed; True when it did (O(1) per probe)."""
+        regime = summary.regime_name
+        if self.regime_rows and self.regime_rows[-1][1] == regime:
+            return False
+        self.regime_rows.append((step, regime, summary.n_features, summary.gap_at_C))
+        return True
+
+    def _stable_since(self) -> int | None:
+        """The step the current regime began at (None while it is undefined)."""
+        if not self.regime_rows or self.regime_rows[-1][1] == "undefined":
+            return None
+        return int(self.regime_rows[-1][0])
+
+    def _rows_from_history(self) -> list[tuple[int, str, int | None, float]]:
+        """The regime table rebuilt from the history (a checkpoint written before the table was kept)."""
+        rows: list[tuple[int, str, int | None, float]] = []
+        for step, scalars in self.history:
+            regime = _regime_name(scalars)
+            if not rows or rows[-1][1] != regime:
+                n_f = scalars.get("n_features")
+                rows.append((step, regime, None if n_f is None else int(n_f), scalars.get("gap_at_C", float("nan"))))
+        return rows
+
+    def _regime_table(self) -> str:
+        rows = [[step, regime, "-" if n_f is None else n_f, gap] for step, regime, n_f, gap in self.regime_rows]
         return markdown_table(["step", "regime", "n_features", "gap_at_C"], rows)
 
     @override
@@ -249,22 +344,24 @@ class FeatureSpectrumMonitor(Monitor):
         changes = ", ".join(f"{regime} from step {step}" for step, regime in self.regime_changes())
         step, last = self.history[-1]
         lines = [f"[spectrum] regime: {changes}",
-                 f"[spectrum] at step {step}: n_features={int(last['n_features'])} "
-                 f"(99%: {int(last['n_features_99'])}), gap_at_C={last['gap_at_C']:.3g}"
+                 f"[spectrum] at step {step}: " + (
+                     f"n_features={int(last['n_features'])} (99%: {int(last['n_features_99'])}"
+                     + (f", decisions: {int(last['n_features_decisions'])}" if "n_features_decisions" in last else "")
+                     + f"), gap_at_C={last.get('gap_at_C', float('nan')):.3g}"
+                     if "n_features" in last else "regime undefined")
                  + (f", NC1={last['nc1']:.4g}, NC4={last['nc4']:.3f}" if "nc1" in last else "")]
         if self.stop_reason:
             lines.append(f"[spectrum] stopped: {self.stop_reason}")
         return "\n".join(lines)
 
     def regime_changes(self) -> list[tuple[int, str]]:
-        """(step, regime) at the first probe and at every change of regime so far."""
-        out, last = [], None
-        for step, scalars in self.history:
-            regime = REGIMES.get(int(scalars["regime"]), "?")
-            if regime != last:
-                out.append((step, regime))
-                last = regime
-        return out
+        """(step, regime) at the first probe and at every change of regime so far ("undefined" included)."""
+        return [(step, regime) for step, regime, _, _ in self.regime_rows]
+
+
+def _regime_name(scalars: dict[str, float]) -> str:
+    value = scalars.get("regime")
+    return "undefined" if value is None or value != value else REGIMES.get(int(value), "?")
 
 
 def _bias(head: nn.Linear) -> torch.Tensor | None:
