@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -237,7 +238,8 @@ class FeatureSpectrumMonitor(Monitor):
             if previous is None:
                 self._nearest_mean_pass(trainer, pl_module, weight, bias, means, rank, world)
             nc["nc4"] = float(agreement.compute())
-            scalars.update({k: float(v) for k, v in nc.items()})
+            # figures that are undefined (NaN: e.g. equal class means of a dead network) are left out, not logged
+            scalars.update({k: float(v) for k, v in nc.items() if not math.isnan(float(v))})
             self.class_means = means.cpu()
         changed = self._note_regime(self.step, summary)
         since = self._stable_since()
