@@ -167,6 +167,29 @@ def bar_image(
     return _to_array(fig)
 
 
+@drawing()
+def scatter_image(
+    x: Sequence[float], y: Sequence[float], title: str, xlabel: str = "", ylabel: str = "", logy: bool = False,
+    xticks: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """Points (x_i, y_i) as an (H, W, 3) uint8 image (e.g. each neuron's orientation against its amplitude).
+
+    Example:
+        >>> scatter_image([0.0, 1.0], [1.0, 2.0], "neurons", logy=True).shape[2]
+        3
+    """
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.scatter(np.asarray(x, dtype=float), np.asarray(y, dtype=float), s=12, alpha=0.7)
+    if logy:
+        ax.set_yscale("log")
+    if xticks:
+        ax.set_xticks(list(xticks.values()), list(xticks))
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    return _to_array(fig)
+
+
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A markdown table (TensorBoard's text plugin renders it).
 

@@ -25,7 +25,7 @@ class DumpHistory(pl.Callback):
 
 
 def _run(tmp_path, devices, max_steps):
-    monitor = CondensationMonitor(schedule=every(3), images_every=0, stage_threshold=0.1)
+    monitor = CondensationMonitor(schedule=every(3), images_every=0, stage_threshold=0.1, stage_by="relative_change")
     pl.seed_everything(0)
     trainer = pl.Trainer(
         accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", max_steps=max_steps,

@@ -214,9 +214,11 @@ def test_stats_agree_with_the_single_functions() -> None:
     assert s.n_directions == 3 and not s.sampled and s.dead_neurons == 0
     assert set(s.scalars()) == {
         "n_directions", "largest_cluster_share", "top2_share", "top4_share", "effective_rank", "stable_rank",
-        "weight_norm", "dead_neurons", "relative_change",
+        "weight_norm", "dead_neurons", "relative_change", "norm_ratio", "largest_cluster_norm_share",
+        "top2_norm_share", "top4_norm_share", "n_directions_weighted", "n_directions_random",
     }
-    assert "relative_change" not in condensation_stats(w, b).scalars()
+    assert s.norm_ratio == pytest.approx(float(w.double().norm() / w0.double().norm()), rel=1e-10)
+    assert not {"relative_change", "norm_ratio"} & set(condensation_stats(w, b).scalars())
 
 
 # --- properties -------------------------------------------------------------------------------------------

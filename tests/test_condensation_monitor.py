@@ -50,10 +50,12 @@ def test_small_init_condenses_and_standard_init_does_not(tmp_path):
     assert directions[2000] == 1  # W¹ onto one line (a direction and its opposite) after the plateau
     change = dict(events.scalars["probes/condensation/layer2/relative_change"])
     assert change[0] == 0 and change[500] < 0.5 and change[2000] > 5  # small, then a sudden rise
-    # initial_stage_end: once per layer, at the first probe whose relative change exceeds 1
+    # initial_stage_end: once per layer, the probe at which d log‖W‖/d step peaked, reported once it has halved
     end = events.scalars["probes/condensation/layer2/initial_stage_end"]
-    first = min(s for s, v in change.items() if v > 1.0)
-    assert end == [(first, float(first))] and monitor.stage_end["layer2"] == first
+    rate = dict(events.scalars["probes/condensation/layer2/log_norm_rate"])
+    peak = max(rate, key=rate.get)
+    assert len(end) == 1 and end[0][1] == peak == monitor.stage_end["layer2"] and end[0][0] > peak
+    assert dict(events.scalars["probes/condensation/layer2/norm_ratio"])[peak] > 2
     # the logged numbers are the measure on the final weights
     assert rank[2000] == pytest.approx(effective_rank(model.layer2.weight), rel=1e-5)
 
@@ -73,7 +75,9 @@ def test_every_tag_pictures_text_and_dashboard_are_written(tmp_path):
     for layer in ("layer1", "layer2"):
         for name in LAYER_SCALARS:
             steps = [s for s, _ in events.scalars[f"probes/condensation/{layer}/{name}"]]
-            assert steps == [0, 10, 20, 25], (layer, name)
+            # a rate needs a previous probe (log_change_rate: one with a non-zero change, i.e. after step 0)
+            expected = {"log_norm_rate": [10, 20, 25], "log_change_rate": [20, 25]}.get(name, [0, 10, 20, 25])
+            assert steps == expected, (layer, name)
         assert events.images[f"probes/condensation/{layer}/cosine_heatmap"] == [0, 20, 25]
         assert events.histograms[f"probes/condensation/{layer}/pairwise_cosines"] == [0, 20, 25]
     assert "output" not in {tag.split("/")[2] for tag in events.scalars if tag.startswith("probes/")}
@@ -89,7 +93,7 @@ def test_every_tag_pictures_text_and_dashboard_are_written(tmp_path):
 
 def test_heatmap_is_ordered_by_cluster(tmp_path):
     pl.seed_everything(0)
-    monitor = CondensationMonitor(schedule=every(1000), images_every=1, at_end=False)
+    monitor = CondensationMonitor(schedule=every(1000), images_every=1, at_end=False, heatmap_order="cluster")
     fit(tmp_path, monitor, small_model(init_gamma=1.0), 1)
     stats = monitor.last_stats["layer1"]
     ordered = stats.labels[stats.order]
@@ -108,7 +112,7 @@ def test_works_on_any_models_linear_layers(tmp_path):
 
 def test_stop_at_the_end_of_the_initial_stage(tmp_path):
     pl.seed_everything(0)
-    monitor = CondensationMonitor(schedule=every(20), images_every=0,
+    monitor = CondensationMonitor(schedule=every(20), images_every=0, stage_by="relative_change",
                                   triggers=[StopWhen("layer2/relative_change", above=1.0)])
     t = fit(tmp_path, monitor, small_model(init_gamma=1.5), 5000)
     assert t.global_step < 5000 and t.global_step == monitor.stage_end["layer2"]
@@ -117,7 +121,8 @@ def test_stop_at_the_end_of_the_initial_stage(tmp_path):
 
 def test_resume_from_a_mid_run_checkpoint_gives_the_same_probes(tmp_path):
     def run(ckpt_path=None, dirpath=None):
-        monitor = CondensationMonitor(schedule=every(7), images_every=0, stage_threshold=0.12)
+        monitor = CondensationMonitor(schedule=every(7), images_every=0, stage_threshold=0.12,
+                                      stage_by="relative_change")
         callbacks = [monitor]
         if dirpath:
             callbacks.append(ModelCheckpoint(dirpath=dirpath, every_n_train_steps=30, save_top_k=-1))

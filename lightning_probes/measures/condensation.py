@@ -19,6 +19,7 @@ clustering; no Lightning import.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -28,13 +29,19 @@ from torch import Tensor
 
 __all__ = [
     "CondensationStats",
+    "GrowthPeak",
     "cluster_order",
     "cluster_shares",
     "condensation_stats",
     "condensed_directions",
     "cosine_matrix",
     "effective_rank",
+    "eigenvector_order",
+    "heavy_directions",
     "neuron_directions",
+    "norm_shares",
+    "orientation_amplitude",
+    "random_directions_baseline",
     "relative_change",
     "sample_neurons",
     "singular_values",
@@ -402,12 +409,19 @@ class CondensationStats:
         n_directions: number of condensed directions among the alive sampled neurons.
         largest_cluster_share, top2_share, top4_share: share of the alive sampled neurons in the largest 1, 2, 4
             clusters.
-        effective_rank, stable_rank: of the weight rows in ``neuron_indices`` (the whole W when not sampled).
+        effective_rank, stable_rank: of the weight rows in ``neuron_indices`` (the whole W when not sampled);
+            for a layer whose input is 1-D, of [W, b] (W alone is one column: rank 1 whatever the neurons do).
         weight_norm: ‖W‖_F of the whole layer.
         relative_change: ‖W - W_0‖_F / ‖W_0‖_F of the whole layer, None without W_0.
         cosine: (m_s, m_s) cosine matrix of the sampled neurons, float64.
         labels: (m_s,) cluster labels (-1 = dead).
-        order: (m_s,) heatmap order from :func:`cluster_order`.
+        order: (m_s,) heatmap order (:func:`eigenvector_order` by default, or :func:`cluster_order`).
+        norm_ratio: ‖W‖_F / ‖W_0‖_F (the amplitude growth that ends the initial stage), None without W_0.
+        largest_cluster_norm_share, top2_norm_share, top4_norm_share: share of Σ‖[W_k, b_k]‖² of the sampled
+            neurons held by the heaviest 1, 2, 4 clusters (:func:`norm_shares`).
+        n_directions_weighted: directions among the neurons carrying 99% of that norm (:func:`heavy_directions`).
+        n_directions_random: the chance level of ``n_directions``: the mean count for as many random directions of
+            the same dimension (:func:`random_directions_baseline`, 5 seeded draws).
     """
 
     n_neurons: int
@@ -424,6 +438,12 @@ class CondensationStats:
     cosine: Tensor
     labels: Tensor
     order: Tensor
+    norm_ratio: float | None = None
+    largest_cluster_norm_share: float = 0.0
+    top2_norm_share: float = 0.0
+    top4_norm_share: float = 0.0
+    n_directions_weighted: int = 0
+    n_directions_random: float = 0.0
 
     @property
     def sampled(self) -> bool:
@@ -441,9 +461,16 @@ class CondensationStats:
             "stable_rank": self.stable_rank,
             "weight_norm": self.weight_norm,
             "dead_neurons": float(self.dead_neurons),
+            "largest_cluster_norm_share": self.largest_cluster_norm_share,
+            "top2_norm_share": self.top2_norm_share,
+            "top4_norm_share": self.top4_norm_share,
+            "n_directions_weighted": float(self.n_directions_weighted),
+            "n_directions_random": self.n_directions_random,
         }
         if self.relative_change is not None:
             out["relative_change"] = self.relative_change
+        if self.norm_ratio is not None:
+            out["norm_ratio"] = self.norm_ratio
         return out
 
 
@@ -456,6 +483,8 @@ def condensation_stats(
     signed: bool = False,
     max_neurons: int = 2048,
     seed: int = 0,
+    order: str = "eigenvector",
+    baseline: bool = True,
 ) -> CondensationStats:
     """All condensation figures of one layer from one Gram matrix (SCIENCE.md §2).
 
@@ -470,7 +499,10 @@ def condensation_stats(
         threshold: cosine level of one condensed direction (cut at 1 - threshold), in (0, 1].
         signed: keep a direction and its opposite apart.
         max_neurons: analyse at most this many neurons (a deterministic sample from :func:`sample_neurons`).
-        seed: seed of that sample.
+        seed: seed of that sample (and of the random-direction baseline's draws).
+        order: heatmap order, ``"eigenvector"`` (the leading eigenvector of the cosine matrix, the papers' ordering)
+            or ``"cluster"`` (clusters as blocks, largest first).
+        baseline: compute ``n_directions_random`` (cached per shape: paid once).
 
     Returns:
         A :class:`CondensationStats`.
@@ -505,11 +537,24 @@ def condensation_stats(
         b_s = bias.detach().to(torch.float64)[idx]  # (m_s,)
         gram = gram_w + torch.outer(b_s, b_s)
     cosine = _cosine_from_gram(gram).cpu()  # (m_s, m_s)
-    sv = _sv_from_gram(gram_w if len(idx) <= d else w_s.T @ w_s)  # (min(m_s, d),)
+    if d == 1 and bias is not None:  # a 1-D input: the bias column is half of what the neurons can vary
+        aug = torch.stack([w_s[:, 0], bias.detach().to(torch.float64)[idx]], 1)  # (m_s, 2)
+        sv = _sv_from_gram(aug.T @ aug)  # (2,)
+    else:
+        sv = _sv_from_gram(gram_w if len(idx) <= d else w_s.T @ w_s)  # (min(m_s, d),)
     labels = condensed_directions(cosine, threshold=threshold, signed=signed)
     shares = cluster_shares(labels, (1, 2, 4))
     weight_sq = (w * w).sum(dim=1)  # (m,) ‖W_k‖²
     row_sq = weight_sq if bias is None else weight_sq + bias.detach().to(torch.float64) ** 2  # (m,) ‖[W_k, b_k]‖²
+    row_sq_s = row_sq[idx].cpu()  # (m_s,)
+    weighted = norm_shares(labels, row_sq_s, (1, 2, 4))
+    n_alive = int((labels >= 0).sum())
+    dim = d + (bias is not None)
+    if order not in ("eigenvector", "cluster"):
+        raise ValueError(f"order must be 'eigenvector' or 'cluster', got {order!r}.")
+    norm = math.sqrt(float(weight_sq.sum()))
+    norm_0 = None if initial_weight is None else float(torch.linalg.matrix_norm(initial_weight.detach().to(
+        torch.float64)))
     return CondensationStats(
         n_neurons=m,
         neuron_indices=idx.cpu(),
@@ -520,9 +565,219 @@ def condensation_stats(
         top4_share=shares[2],
         effective_rank=_effective_rank(sv),
         stable_rank=_stable_rank(sv),
-        weight_norm=math.sqrt(float(weight_sq.sum())),
+        weight_norm=norm,
         relative_change=None if initial_weight is None else relative_change(weight, initial_weight),
         cosine=cosine,
         labels=labels,
-        order=cluster_order(labels, cosine),
+        order=eigenvector_order(cosine) if order == "eigenvector" else cluster_order(labels, cosine),
+        norm_ratio=None if norm_0 is None else (norm / norm_0 if norm_0 > 0 else math.inf),
+        largest_cluster_norm_share=weighted[0],
+        top2_norm_share=weighted[1],
+        top4_norm_share=weighted[2],
+        n_directions_weighted=heavy_directions(labels, row_sq_s),
+        n_directions_random=random_directions_baseline(n_alive, dim, threshold, signed, seed) if baseline
+        and n_alive > 0 else 0.0,
     )
+
+
+# ---------------------------------------------------------------- amplitude-weighted figures
+def norm_shares(labels: Tensor, row_sq: Tensor, top: tuple[int, ...] = (1, 2, 4)) -> tuple[float, ...]:
+    """Share of the layer's squared norm Σ_k ‖[W_k, b_k]‖² held by the heaviest 1, 2, 4 clusters.
+
+    The unweighted :func:`cluster_shares` counts neurons: a few aligned, large neurons and many small ones that
+    never aligned read as "40 directions". Weighting each neuron by its squared norm shows where the layer's weight
+    actually sits. Clusters are ranked by their norm, dead neurons (label -1) carry none.
+
+    Args:
+        labels: (m,) from :func:`condensed_directions`.
+        row_sq: (m,) ‖[W_k, b_k]‖² of the same neurons.
+        top: the numbers of clusters k.
+
+    Example:
+        >>> norm_shares(torch.tensor([0, 0, 1, 2]), torch.tensor([4.0, 4.0, 1.0, 1.0]), (1, 2))
+        (0.8, 0.9)
+    """
+    alive = labels >= 0
+    total = float(row_sq[alive].sum())
+    if not alive.any() or total <= 0:
+        return tuple(0.0 for _ in top)
+    mass = torch.zeros(int(labels.max()) + 1, dtype=torch.float64).index_add_(
+        0, labels[alive], row_sq[alive].to(torch.float64)
+    ).sort(descending=True).values  # (K,) norm per cluster, heaviest first
+    cumulative = mass.cumsum(0)
+    return tuple(float(cumulative[min(k, len(mass)) - 1]) / total for k in top)
+
+
+def heavy_directions(labels: Tensor, row_sq: Tensor, share: float = 0.99) -> int:
+    """Condensed directions among the fewest neurons that carry ``share`` of the squared norm.
+
+    Small neurons that never aligned add singleton clusters to ``n_directions``; this count leaves them out.
+
+    Example:
+        >>> heavy_directions(torch.tensor([0, 0, 1, 2, 3]), torch.tensor([50.0, 49.5, 0.2, 0.2, 0.1]))
+        1
+    """
+    alive = labels >= 0
+    if not alive.any():
+        return 0
+    sq, lab = row_sq[alive].to(torch.float64), labels[alive]
+    order = torch.argsort(sq, descending=True, stable=True)
+    cumulative = sq[order].cumsum(0)
+    total = float(cumulative[-1])
+    if total <= 0:
+        return 0
+    n_heavy = int((cumulative < share * total * (1 - 1e-12)).sum()) + 1  # the fewest neurons reaching the share
+    return int(torch.unique(lab[order[:n_heavy]]).numel())
+
+
+@functools.lru_cache(maxsize=64)
+def random_directions_baseline(n_neurons: int, dim: int, threshold: float = 0.95, signed: bool = False,
+                               seed: int = 0, draws: int = 5) -> float:
+    """What ``n_directions`` gives for random directions of the same shape: the chance level of the count.
+
+    ``n_neurons`` directions drawn uniformly on the unit sphere of R^dim (isotropic Gaussian rows), clustered as
+    :func:`condensed_directions` does; the mean count over ``draws`` seeded draws (a private generator, so the
+    global RNG is untouched; cached, so a monitor pays for it once). In 2 dimensions (a 1-D input with its bias)
+    random lines already fall into a handful of clusters, so a low count there is no evidence of condensation; in
+    many dimensions random directions stay apart and the baseline is ≈ n_neurons.
+
+    Example:
+        >>> random_directions_baseline(100, 50)
+        100.0
+        >>> 3 < random_directions_baseline(100, 2) < 15
+        True
+    """
+    if n_neurons < 1 or dim < 1:
+        raise ValueError(f"n_neurons and dim must be positive, got {n_neurons}, {dim}.")
+    generator = torch.Generator().manual_seed(seed)
+    counts = []
+    for _ in range(draws):
+        rows = torch.randn(n_neurons, dim, generator=generator, dtype=torch.float64)
+        labels = condensed_directions(cosine_matrix(rows), threshold=threshold, signed=signed)
+        counts.append(int(labels.max()) + 1)
+    return float(sum(counts)) / draws
+
+
+def eigenvector_order(cosine: Tensor) -> Tensor:
+    """Neurons sorted by their entry in the leading eigenvector of the cosine matrix (the ordering of the
+    condensation papers' heatmaps): neurons on one line sit together, a direction's opposite at the other end.
+
+    The eigenvector's sign is fixed (its largest-magnitude entry positive) so the order is deterministic; dead
+    neurons (zero rows) have entry 0 and fall between the two signs.
+
+    Args:
+        cosine: (m, m) from :func:`cosine_matrix`.
+
+    Returns:
+        perm, shape (m,), int64, descending by eigenvector entry.
+
+    Example:
+        >>> c = cosine_matrix(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.01], [1.0, 0.02]]))
+        >>> eigenvector_order(c).tolist()
+        [0, 3, 1, 2]
+    """
+    c = cosine.detach().to(torch.float64)
+    _, vecs = torch.linalg.eigh(c)
+    lead = vecs[:, -1]  # (m,) eigenvector of the largest eigenvalue
+    if lead[lead.abs().argmax()] < 0:
+        lead = -lead
+    return torch.argsort(-lead, stable=True)
+
+
+def orientation_amplitude(weight: Tensor, bias: Tensor | None, outgoing: Tensor | None) -> tuple[Tensor, Tensor]:
+    """For a layer with a 1-D input: each neuron's orientation angle and amplitude (Zhou et al. 2022's picture).
+
+    The angle is that of (w_k, b_k) in the plane, atan2(b_k, w_k) ∈ (-π, π]; the amplitude is |a_k|·‖(w_k, b_k)‖
+    with |a_k| the norm of the neuron's outgoing weights (the column k of the next layer; 1 without it).
+
+    Args:
+        weight: (m, 1) input weights; bias: (m,) or None; outgoing: (m_next, m) next layer's weight, or None.
+
+    Returns:
+        ``(angle, amplitude)``, each (m,) float64.
+
+    Example:
+        >>> ang, amp = orientation_amplitude(torch.tensor([[1.0], [0.0]]), torch.tensor([0.0, 2.0]),
+        ...                                  torch.tensor([[3.0, 1.0]]))
+        >>> [round(float(a), 4) for a in ang], amp.tolist()
+        ([0.0, 1.5708], [3.0, 2.0])
+    """
+    _check_layer(weight, bias)
+    if weight.shape[1] != 1:
+        raise ValueError(f"orientation angles are defined for a 1-D input, got weight {tuple(weight.shape)}.")
+    w = weight.detach().to(torch.float64)[:, 0]  # (m,)
+    b = torch.zeros_like(w) if bias is None else bias.detach().to(torch.float64)
+    a = torch.ones_like(w) if outgoing is None else torch.linalg.vector_norm(outgoing.detach().to(torch.float64), dim=0)
+    if a.shape != w.shape:
+        raise ValueError(f"outgoing weight {tuple(outgoing.shape)} must have one column per neuron ({len(w)}).")
+    return torch.atan2(b, w), a * torch.sqrt(w * w + b * b)
+
+
+# ---------------------------------------------------------------- the end of the initial stage
+@dataclass
+class GrowthPeak:
+    """The end of the initial stage from the amplitude growth: the peak of d log‖W‖ / d step.
+
+    The initial stage of a small-initialised net is a plateau in which the neurons rotate (condense) while their
+    amplitudes barely grow; it ends when the amplitudes blow up (Chen & Luo 2024: a finite-time blow-up for three
+    layers). Relative change ‖W_t - W_0‖/‖W_0‖ cannot see that end, because rotation already moves the weights;
+    the growth rate of log‖W_t‖ peaks where the blow-up stops, at the plateau's end, whatever the init scale
+    (measured on ThreeLayerNet with full-batch GD: within 20% of the step at which the loss first falls below
+    0.9 of its start, over init scales 0.01, 0.005, 0.0025).
+
+    Feed it every probe's ‖W_t‖/‖W_0‖; it reports the peak's step once the rate has fallen below half the peak
+    and the norm has grown by at least ``min_ratio``, for a peak at least ``rise`` times the first measured rate
+    (a plateau: slow growth first, then fast). A net with no initial stage (γ = 0.5, whose weights move fastest at
+    the very start) reports none.
+
+    Attributes:
+        min_ratio: the growth ‖W_t‖/‖W_0‖ the norm must have reached for the peak to count.
+        rise: how many times the first measured rate the peak must be.
+        first_rate: the rate between the first two probes.
+        prev_step, prev_log: the previous probe's step and log‖W‖/‖W_0‖.
+        peak_rate, peak_step: the fastest growth seen so far and the probe step it ended at.
+        end: the detected end of the stage (None until then).
+
+    Example:
+        >>> peak = GrowthPeak(min_ratio=2.0)
+        >>> norms = [1.0, 1.01, 1.05, 1.3, 2.5, 3.0, 3.1]  # slow, a blow-up, then saturation
+        >>> rates = [peak.update(step, r) for step, r in enumerate(norms)]
+        >>> peak.end, round(rates[4], 3)
+        (4, 0.654)
+    """
+
+    min_ratio: float = 2.0
+    rise: float = 2.0
+    first_rate: float | None = None
+    prev_step: int | None = None
+    prev_log: float = 0.0
+    peak_rate: float = 0.0
+    peak_step: int | None = None
+    end: int | None = None
+
+    def update(self, step: int, ratio: float) -> float | None:
+        """Add one probe; returns d log(‖W‖/‖W_0‖)/d step since the previous probe (None at the first one)."""
+        if not ratio > 0 or not math.isfinite(ratio):
+            return None
+        log = math.log(ratio)
+        rate = None
+        if self.prev_step is not None and step > self.prev_step:
+            rate = (log - self.prev_log) / (step - self.prev_step)
+            if self.first_rate is None:
+                self.first_rate = rate
+            if self.end is None:
+                if rate > self.peak_rate:
+                    self.peak_rate, self.peak_step = rate, step
+                elif (self.peak_step is not None and rate < 0.5 * self.peak_rate and ratio >= self.min_ratio
+                      and self.peak_rate >= self.rise * max(self.first_rate, 0.0)):
+                    self.end = self.peak_step
+        if self.prev_step is None or step > self.prev_step:
+            self.prev_step, self.prev_log = step, log
+        return rate
+
+    def state_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)

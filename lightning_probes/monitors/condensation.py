@@ -18,10 +18,15 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_probes.measures.condensation import CondensationStats, condensation_stats
+from lightning_probes.measures.condensation import (
+    CondensationStats,
+    GrowthPeak,
+    condensation_stats,
+    orientation_amplitude,
+)
 from lightning_probes.monitors.base import Monitor, Report
 from lightning_probes.probe_set import module_names, resolve_module
-from lightning_probes.tensorboard import drawing, heatmap_image, markdown_table
+from lightning_probes.tensorboard import drawing, heatmap_image, markdown_table, scatter_image
 from lightning_probes.schedules import Schedule
 from lightning_probes.triggers import StopWhen, Trigger
 
@@ -29,24 +34,40 @@ __all__ = ["CondensationMonitor"]
 
 LAYER_SCALARS = (
     "n_directions", "largest_cluster_share", "top2_share", "top4_share", "effective_rank", "stable_rank",
-    "weight_norm", "relative_change", "dead_neurons",
+    "weight_norm", "relative_change", "dead_neurons", "norm_ratio", "largest_cluster_norm_share", "top2_norm_share",
+    "top4_norm_share", "n_directions_weighted", "n_directions_random", "log_norm_rate", "log_change_rate",
 )
+STAGE_RULES = ("norm_growth", "relative_change")
 
 
 class CondensationMonitor(Monitor):
     """Watch the hidden neurons' input-weight directions condense (SCIENCE.md section 2).
 
     Per watched ``nn.Linear`` layer, logs under ``probes/condensation/<layer>/``: ``n_directions`` (clusters of
-    neuron directions [W_k, b_k] under average linkage on 1 - |cos|, cut at 1 - ``threshold``),
-    ``largest_cluster_share``, ``top2_share``, ``top4_share``, ``effective_rank`` and ``stable_rank`` of W,
-    ``weight_norm`` ‖W‖_F, ``relative_change`` ‖W - W_0‖_F / ‖W_0‖_F from the weights at fit start,
-    ``dead_neurons`` (zero-norm neurons, left out of the clustering) and, once per run, ``initial_stage_end``: the
-    first probed step at which ``relative_change`` exceeds ``stage_threshold`` (the end of the initial stage).
-    Pictures: the cosine matrix with neurons ordered by cluster on a -1..1 colour scale (the papers' main figure)
-    and a histogram of the pairwise cosines; text: a per-layer table of the figures.
+    neuron directions [W_k, b_k] under average linkage on 1 - |cos|, cut at 1 - ``threshold``; every alive neuron
+    counts), ``n_directions_weighted`` (the same count over the fewest neurons carrying 99% of Σ‖[W_k, b_k]‖², so
+    small never-aligned neurons do not count as directions), ``n_directions_random`` (the chance level: the count
+    for as many random directions of the same dimension), ``largest_cluster_share``, ``top2_share``, ``top4_share``
+    (share of neurons in the largest clusters), ``largest_cluster_norm_share``, ``top2_norm_share``,
+    ``top4_norm_share`` (share of Σ‖[W_k, b_k]‖² in the heaviest clusters), ``effective_rank`` and ``stable_rank``
+    of W (of [W, b] when the layer's input is 1-D), ``weight_norm`` ‖W‖_F, ``norm_ratio`` ‖W‖_F / ‖W_0‖_F,
+    ``relative_change`` ‖W - W_0‖_F / ‖W_0‖_F from the weights at fit start, ``log_norm_rate`` and
+    ``log_change_rate`` (d log norm_ratio / d step and d log relative_change / d step between consecutive probes:
+    about constant during a two-layer net's initial stage, rising towards a three-layer net's blow-up),
+    ``dead_neurons`` (zero-norm neurons, left out of the clustering) and, once per run, ``initial_stage_end``.
 
-    To stop (or checkpoint) when the initial stage ends, watch the relative change:
-    ``StopWhen("layer2/relative_change", above=1.0)``.
+    The initial stage ends when the amplitudes blow up (``stage_by="norm_growth"``, default): the step at which
+    ``log_norm_rate`` peaked, reported once the rate has halved, provided the norm has grown ``stage_threshold``
+    times (default 2) and the peak is at least twice the first rate (a plateau came first; γ = 0.5 reports none).
+    ``stage_by="relative_change"`` is the first definition: the first probe with relative change above
+    ``stage_threshold`` (default 1) — it fires during the plateau, as rotation moves the weights too.
+    Pictures: the cosine matrix on a -1..1 colour scale, neurons ordered by the leading eigenvector of the
+    cosine matrix (``heatmap_order="cluster"``: by cluster), a histogram of the pairwise cosines and, for a layer
+    with a 1-D input, each neuron's orientation angle against its amplitude |a_k|·‖(w_k, b_k)‖ (a_k: the neuron's
+    outgoing weights in the next Linear layer); text: a per-layer table of the figures.
+
+    To stop (or checkpoint) when the amplitudes start to grow, watch the norm ratio:
+    ``StopWhen("layer2/norm_ratio", above=2.0)``.
 
     Args:
         layers: names of ``nn.Linear`` modules, or ``"auto"``: every Linear except the last one registered
@@ -56,8 +77,11 @@ class CondensationMonitor(Monitor):
             right for odd activations like tanh.
         max_neurons: layers wider than this are analysed on a fixed, deterministic sample of ``max_neurons``
             neurons (directions, clusters and ranks of those rows; norms and relative change of the whole layer).
-        stage_threshold: relative change that marks the end of the initial stage.
-        seed: seed of the neuron sample.
+        stage_by: ``"norm_growth"`` (the peak of d log‖W‖/d step) or ``"relative_change"`` (the first definition).
+        stage_threshold: ``norm_growth``: the growth ‖W‖/‖W_0‖ needed before a peak counts (default 2);
+            ``relative_change``: the relative change that marks the end (default 1).
+        heatmap_order: ``"eigenvector"`` (default) or ``"cluster"``.
+        seed: seed of the neuron sample and of the random-direction baseline.
         schedule, triggers, on_error, at_start, at_end, images_every: as in
             :class:`~lightning_probes.monitors.base.Monitor`. There is no probe data: only weights are read.
 
@@ -75,8 +99,10 @@ class CondensationMonitor(Monitor):
         threshold: float = 0.95,
         signed: bool = False,
         max_neurons: int = 2048,
-        stage_threshold: float = 1.0,
+        stage_threshold: float | None = None,
         seed: int = 0,
+        stage_by: Literal["norm_growth", "relative_change"] = "norm_growth",
+        heatmap_order: Literal["eigenvector", "cluster"] = "eigenvector",
         schedule: Schedule | int | None = None,
         triggers: Sequence[Trigger] = (),
         on_error: Literal["warn", "raise"] = "warn",
@@ -99,15 +125,26 @@ class CondensationMonitor(Monitor):
             raise ValueError(f"threshold is a cosine level in (0, 1] (0.95 in the papers), got {threshold!r}.")
         if isinstance(max_neurons, bool) or not isinstance(max_neurons, int) or max_neurons < 2:
             raise ValueError(f"max_neurons must be an integer >= 2, got {max_neurons!r}.")
-        if not isinstance(stage_threshold, (int, float)) or not math.isfinite(stage_threshold) or stage_threshold <= 0:
+        if stage_by not in STAGE_RULES:
+            raise ValueError(f"stage_by must be 'norm_growth' (the amplitude blow-up) or 'relative_change' (the first "
+                             f"definition), got {stage_by!r}.")
+        if heatmap_order not in ("eigenvector", "cluster"):
+            raise ValueError(f"heatmap_order must be 'eigenvector' or 'cluster', got {heatmap_order!r}.")
+        if stage_threshold is None:
+            stage_threshold = 2.0 if stage_by == "norm_growth" else 1.0
+        if isinstance(stage_threshold, bool) or not isinstance(stage_threshold, (int, float)) \
+                or not math.isfinite(stage_threshold) or stage_threshold <= 0:
             raise ValueError(f"stage_threshold must be a positive relative change, got {stage_threshold!r}.")
+        if stage_by == "norm_growth" and stage_threshold < 1:
+            raise ValueError(f"with stage_by='norm_growth', stage_threshold is a growth ‖W‖/‖W_0‖ >= 1, got "
+                             f"{stage_threshold!r}.")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an integer (it seeds the neuron sample), got {seed!r}.")
         for trig in self.triggers:
             if isinstance(trig, StopWhen) and trig.metric.endswith("initial_stage_end"):
                 raise ValueError(
                     "initial_stage_end is logged once, when it happens, so a trigger cannot watch it; stop on "
-                    f"the relative change instead: StopWhen('<layer>/relative_change', above={stage_threshold})."
+                    "the amplitude growth instead: StopWhen('<layer>/norm_ratio', above=2.0)."
                 )
         self.layer_spec = "auto" if isinstance(layers, str) else list(layers)
         self.layers: list[str] = [] if isinstance(layers, str) else list(layers)
@@ -115,7 +152,11 @@ class CondensationMonitor(Monitor):
         self.signed = bool(signed)
         self.max_neurons = max_neurons
         self.stage_threshold = float(stage_threshold)
+        self.stage_by = stage_by
+        self.heatmap_order = heatmap_order
         self.seed = seed
+        self.growth: dict[str, GrowthPeak] = {}  # layer -> the norm-growth peak detector
+        self.last_change: dict[str, tuple[int, float]] = {}  # layer -> (step, relative change) of the last probe
         self.initial_weights: dict[str, Tensor] = {}  # W_0 per layer (CPU), kept in the checkpoint
         self.stage_end: dict[str, int] = {}  # layer -> first probed step with relative_change > stage_threshold
         self.last_stats: dict[str, CondensationStats] = {}  # the latest figures, for notebooks
@@ -126,7 +167,8 @@ class CondensationMonitor(Monitor):
 
     @override
     def state_key_fields(self) -> dict[str, Any]:
-        return {"layers": self.layer_spec, "threshold": self.threshold, "signed": self.signed}
+        return {"layers": self.layer_spec, "threshold": self.threshold, "signed": self.signed,
+                "stage_by": self.stage_by}
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -135,6 +177,8 @@ class CondensationMonitor(Monitor):
             "layers": list(self.layers),
             "initial_weights": {k: v.clone() for k, v in self.initial_weights.items()},
             "stage_end": dict(self.stage_end),
+            "growth": {k: v.state_dict() for k, v in self.growth.items()},
+            "last_change": dict(self.last_change),
         }
 
     @override
@@ -142,6 +186,11 @@ class CondensationMonitor(Monitor):
         super().load_state_dict(state_dict)
         self.initial_weights = {k: v.detach().cpu().clone() for k, v in state_dict.get("initial_weights", {}).items()}
         self.stage_end = {k: int(v) for k, v in state_dict.get("stage_end", {}).items()}
+        self.growth = {}
+        for k, v in state_dict.get("growth", {}).items():
+            self.growth[k] = GrowthPeak()
+            self.growth[k].load_state_dict(v)
+        self.last_change = {k: (int(s), float(c)) for k, (s, c) in state_dict.get("last_change", {}).items()}
 
     @override
     def dashboard(self) -> dict[str, dict[str, list]]:
@@ -153,7 +202,14 @@ class CondensationMonitor(Monitor):
                     "Multiline", [rf"{p}.*/(largest_cluster|top2|top4)_share$"]
                 ],
                 "effective and stable rank": ["Multiline", [rf"{p}.*/(effective|stable)_rank$"]],
+                "weight in the heaviest clusters and directions carrying 99% of it": [
+                    "Multiline", [rf"{p}.*/(largest_cluster|top2|top4)_norm_share$",
+                                  rf"{p}.*/n_directions_(weighted|random)$"]
+                ],
                 "relative change from init (initial stage)": ["Multiline", [rf"{p}.*/relative_change$"]],
+                "amplitude growth ‖W‖/‖W_0‖ and growth rates": [
+                    "Multiline", [rf"{p}.*/norm_ratio$", rf"{p}.*/log_(norm|change)_rate$"]
+                ],
                 "weight norm": ["Multiline", [rf"{p}.*/weight_norm$"]],
                 "end of the initial stage and dead neurons": [
                     "Multiline", [rf"{p}.*/initial_stage_end$", rf"{p}.*/dead_neurons$"]
@@ -210,19 +266,69 @@ class CondensationMonitor(Monitor):
                                  "undefined (did training diverge?)")
             stats = condensation_stats(
                 weight, bias, self.initial_weights.get(name), threshold=self.threshold, signed=self.signed,
-                max_neurons=self.max_neurons, seed=self.seed,
+                max_neurons=self.max_neurons, seed=self.seed, order=self.heatmap_order,
             )
             self.last_stats[name] = stats
             report.scalars.update({f"{name}/{k}": v for k, v in stats.scalars().items()})
-            if (name not in self.stage_end and stats.relative_change is not None
-                    and stats.relative_change > self.stage_threshold):
-                self.stage_end[name] = self.step
-                report.scalars[f"{name}/initial_stage_end"] = float(self.step)
+            report.scalars.update({f"{name}/{k}": v for k, v in self._rates(name, stats).items()})
+            end = self._stage_end(name, stats)
+            if end is not None and name not in self.stage_end:
+                self.stage_end[name] = end
+                report.scalars[f"{name}/initial_stage_end"] = float(end)
             if self.render_images:
                 self._pictures(report, name, stats)
+                if weight.shape[1] == 1:
+                    self._orientation_picture(report, pl_module, name, weight, bias)
         if self.render_images:
             report.texts["layers"] = self._table()
         return report
+
+    def _rates(self, name: str, stats: CondensationStats) -> dict[str, float]:
+        """log_norm_rate (fed to the stage detector) and log_change_rate since the previous probe."""
+        out: dict[str, float] = {}
+        if stats.norm_ratio is not None:
+            rate = self.growth.setdefault(name, GrowthPeak(self.stage_threshold)).update(self.step, stats.norm_ratio)
+            if rate is not None:
+                out["log_norm_rate"] = rate
+        change = stats.relative_change
+        if change is not None and change > 0 and math.isfinite(change):
+            last = self.last_change.get(name)
+            if last is not None and self.step > last[0] and last[1] > 0:
+                out["log_change_rate"] = (math.log(change) - math.log(last[1])) / (self.step - last[0])
+            if last is None or self.step > last[0]:
+                self.last_change[name] = (self.step, change)
+        return out
+
+    def _stage_end(self, name: str, stats: CondensationStats) -> int | None:
+        if self.stage_by == "norm_growth":
+            detector = self.growth.get(name)
+            return None if detector is None else detector.end
+        if stats.relative_change is not None and stats.relative_change > self.stage_threshold:
+            return self.step
+        return None
+
+    @drawing()
+    def _orientation_picture(self, report: Report, pl_module: nn.Module, name: str, weight: Tensor,
+                             bias: Tensor | None) -> None:
+        """Orientation angle of each neuron against its amplitude |a_k|·‖(w_k, b_k)‖ (a 1-D input)."""
+        outgoing = self._outgoing(pl_module, name)
+        angle, amplitude = orientation_amplitude(weight, bias, outgoing)
+        amp = "|a_k|·‖(w_k, b_k)‖" if outgoing is not None else "‖(w_k, b_k)‖ (no next Linear layer found)"
+        report.images[f"{name}/orientation"] = scatter_image(
+            angle.cpu().numpy(), amplitude.cpu().clamp_min(1e-300).numpy(),
+            f"{name}: neuron orientation vs amplitude, step {self.step}", "orientation atan2(b_k, w_k)", amp,
+            logy=True, xticks={"-π": -math.pi, "-π/2": -math.pi / 2, "0": 0.0, "π/2": math.pi / 2, "π": math.pi},
+        )
+
+    def _outgoing(self, pl_module: nn.Module, name: str) -> Tensor | None:
+        """The weight of the next Linear layer that reads this layer's neurons (registration order), if any."""
+        names = module_names(pl_module, nn.Linear)
+        width = self._layer(pl_module, name).out_features
+        for later in names[names.index(name) + 1:] if name in names else []:
+            layer = self._layer(pl_module, later)
+            if layer.in_features == width:
+                return layer.weight.detach()
+        return None
 
     @drawing()  # so a time budget knows what pictures cost apart from the measurement
     def _pictures(self, report: Report, name: str, stats: CondensationStats) -> None:
@@ -232,14 +338,18 @@ class CondensationMonitor(Monitor):
         report.images[f"{name}/cosine_heatmap"] = heatmap_image(
             stats.cosine[order][:, order].numpy(),
             f"{name}: cos(u_k, u_j), step {self.step}\n{stats.n_directions} directions{sampled}",
-            vmin=-1.0, vmax=1.0, cmap="RdBu_r", xlabel="neuron (ordered by cluster)",
-            ylabel="neuron (ordered by cluster)", colorbar_label="cosine",
+            vmin=-1.0, vmax=1.0, cmap="RdBu_r", xlabel=f"neuron (ordered by {self._order_name})",
+            ylabel=f"neuron (ordered by {self._order_name})", colorbar_label="cosine",
         )
         alive = stats.labels >= 0
         cos = stats.cosine[alive][:, alive]  # (m_alive, m_alive)
         iu = torch.triu_indices(len(cos), len(cos), offset=1)
         if iu.shape[1]:
             report.histograms[f"{name}/pairwise_cosines"] = cos[iu[0], iu[1]].float()
+
+    @property
+    def _order_name(self) -> str:
+        return "leading eigenvector" if self.heatmap_order == "eigenvector" else "cluster"
 
     def _table(self) -> str:
         rows = []
@@ -248,12 +358,15 @@ class CondensationMonitor(Monitor):
             if s is None:
                 continue
             rows.append([
-                name, f"{len(s.neuron_indices)} / {s.n_neurons}", s.n_directions, s.largest_cluster_share,
-                s.effective_rank, s.stable_rank, s.relative_change if s.relative_change is not None else "-",
-                self.stage_end.get(name, "-"), s.dead_neurons,
+                name, f"{len(s.neuron_indices)} / {s.n_neurons}", s.n_directions, s.n_directions_weighted,
+                s.n_directions_random, s.largest_cluster_share, s.largest_cluster_norm_share,
+                s.effective_rank, s.stable_rank, s.norm_ratio if s.norm_ratio is not None else "-",
+                s.relative_change if s.relative_change is not None else "-", self.stage_end.get(name, "-"),
+                s.dead_neurons,
             ])
         return markdown_table(
-            ["layer", "neurons analysed", "n_directions", "largest share", "effective rank", "stable rank",
+            ["layer", "neurons analysed", "n_directions", "n_directions (99% of norm)", "random baseline",
+             "largest share", "largest norm share", "effective rank", "stable rank", "norm ratio",
              "relative change", "initial stage end", "dead"], rows,
         )
 
