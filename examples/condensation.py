@@ -5,8 +5,9 @@
 
 Every parameter of a width-100 tanh ThreeLayerNet is drawn from N(0, 100^(-2γ)) and trained by plain SGD on
 y = sin(3x). Small initialisation (γ = 1.5) spends an initial stage in which the weights barely move while the
-neurons' input-weight directions align, then the weights blow up: the first layer ends on one direction and the
-second layer's effective rank falls from ≈80 to under 10. At γ = 0.5 nothing condenses. The runs sit side by side
+neurons' input-weight directions align, then the weights blow up (the initial stage's end: the peak of the norm's
+growth rate): the first layer ends on one direction and the second layer's effective rank falls from ≈80 to under
+10, with nearly all of its norm in one direction. At γ = 0.5 nothing condenses and no initial stage is found. The runs sit side by side
 in TensorBoard (one version per γ); compare the cosine heatmaps under IMAGES. One γ is also
 ``lightning-probes fit --config configs/condensation.yaml``.
 """
@@ -61,13 +62,16 @@ def main() -> None:
         first, last = monitor.history[0][1], monitor.history[-1][1]
         for layer in monitor.layers:
             rows.append((gamma, layer, first[f"{layer}/n_directions"], last[f"{layer}/n_directions"],
+                         last[f"{layer}/n_directions_weighted"], last[f"{layer}/n_directions_random"],
                          first[f"{layer}/effective_rank"], last[f"{layer}/effective_rank"],
                          monitor.stage_end.get(layer), log_dir))
 
-    print(f"\n{'gamma':>5}  {'layer':<7} {'n_directions':>14}  {'effective rank':>16}  {'initial stage end':>17}")
-    for gamma, layer, d0, d1, r0, r1, end, _ in rows:
+    print(f"\n{'gamma':>5}  {'layer':<7} {'n_directions':>14}  {'99% of norm':>11}  {'random':>6}  "
+          f"{'effective rank':>16}  {'initial stage end':>17}")
+    for gamma, layer, d0, d1, heavy, chance, r0, r1, end, _ in rows:
         ended = "-" if end is None else f"step {end}"
-        print(f"{gamma:>5}  {layer:<7} {int(d0):>5} -> {int(d1):<5}  {r0:>6.1f} -> {r1:<6.1f}  {ended:>17}")
+        print(f"{gamma:>5}  {layer:<7} {int(d0):>5} -> {int(d1):<5}  {int(heavy):>11}  {chance:>6.1f}  "
+              f"{r0:>6.1f} -> {r1:<6.1f}  {ended:>17}")
     print(f"\nTensorBoard: tensorboard --logdir {args.logdir}/condensation")
 
 

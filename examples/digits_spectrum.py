@@ -46,7 +46,8 @@ def main() -> None:
         print(f"  step {step:>5}: {regime}")
     step, last = monitor.history[-1]
     print(f"final probe (step {step}): n_features = {int(last['n_features'])}, "
-          f"n_features_99 = {int(last['n_features_99'])}, NC1 = {last['nc1']:.3f}, NC4 = {last['nc4']:.3f}")
+          f"n_features_99 = {int(last['n_features_99'])}, n_features_decisions = "
+          f"{int(last['n_features_decisions'])}, NC1 = {last['nc1']:.3f}, NC4 = {last['nc4']:.3f}")
     print(f"stopped by: {monitor.stop_reason or 'max_epochs'}")
     print(f"test accuracy: {test['test/acc']:.4f}")
     print(f"TensorBoard logs: {logger.log_dir}   ->   tensorboard --logdir {args.logdir}")

@@ -45,8 +45,8 @@ def _gd(net: nn.Module, layers, steps: int, every: int = 5, lr: float = 0.2):
     first_loss, plateau_end, old_end, changes = None, None, None, []
     for t in range(steps + 1):
         loss = ((net(X) - Y) ** 2).mean()
-        first_loss = first_loss if first_loss is not None else float(loss)
-        if plateau_end is None and float(loss) < 0.9 * first_loss:
+        first_loss = first_loss if first_loss is not None else float(loss.detach())
+        if plateau_end is None and float(loss.detach()) < 0.9 * first_loss:
             plateau_end = t
         if t % every == 0:
             for n in layers:

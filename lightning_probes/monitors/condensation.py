@@ -337,7 +337,8 @@ class CondensationMonitor(Monitor):
         sampled = f", {analysed} of {stats.n_neurons} neurons" if stats.sampled else ""
         report.images[f"{name}/cosine_heatmap"] = heatmap_image(
             stats.cosine[order][:, order].numpy(),
-            f"{name}: cos(u_k, u_j), step {self.step}\n{stats.n_directions} directions{sampled}",
+            f"{name}: cos(u_k, u_j), step {self.step}\n{stats.n_directions} directions, "
+            f"{stats.n_directions_weighted} carrying 99% of the norm (random: {stats.n_directions_random:.3g}){sampled}",
             vmin=-1.0, vmax=1.0, cmap="RdBu_r", xlabel=f"neuron (ordered by {self._order_name})",
             ylabel=f"neuron (ordered by {self._order_name})", colorbar_label="cosine",
         )

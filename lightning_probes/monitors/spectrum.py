@@ -21,6 +21,7 @@ from lightning_probes.measures.spectrum import (
     decision_features,
     neural_collapse,
     summarise,
+    truncated_decisions,
 )
 from lightning_probes.monitors.base import Monitor, Report
 from lightning_probes.probe_set import capture, module_names, resolve_module
@@ -256,6 +257,11 @@ class FeatureSpectrumMonitor(Monitor):
         bias: torch.Tensor | None,
     ) -> SpectrumSummary:
         """n_features_decisions from this rank's stored features and the spectrum (summed over ranks)."""
+        if trainer.world_size == 1:  # one process: stop at the first block of eigenfunctions that reaches the share
+            phi = torch.cat(kept) if len(kept) > 1 else kept[0]
+            counts = truncated_decisions(phi, weight, bias, summary, stop_at=self.decision_threshold)
+            count = decision_features(counts / len(phi), len(counts), self.decision_threshold)
+            return dataclasses.replace(summary, n_features_decisions=count)
         metric = self._decisions
         metric.reset()
         self.rank_local(trainer, lambda: [metric.update(phi, weight, bias, summary) for phi in kept])
