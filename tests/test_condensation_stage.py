@@ -204,3 +204,19 @@ def test_orientation_and_amplitude_equal_their_definition():
                                               rel=1e-6)
     with pytest.raises(ValueError, match="1-D input"):
         orientation_amplitude(torch.randn(4, 2), None, None)
+
+
+def test_an_early_bump_then_slow_growth_is_no_initial_stage():
+    # the norm ratios of γ = 0.5's layer 1 under SGD (log-spaced probes, measured): fastest at the start, a dip,
+    # then slow growth past 2 — no plateau, no blow-up
+    steps = [0, 1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 32, 40, 50, 63, 79, 100, 126, 158, 200, 251, 300]
+    ratios = [1.0, 1.0197, 1.0519, 1.0938, 1.0786, 1.1079, 1.1117, 1.1448, 1.2169, 1.2607, 1.2495, 1.2557, 1.2594,
+              1.2925, 1.2921, 1.3185, 1.3331, 1.3556, 1.4212, 1.5231, 1.706, 2.0951, 2.2004, 2.1482]
+    peak = GrowthPeak(min_ratio=2.0)
+    for step, ratio in zip(steps, ratios):
+        peak.update(step, ratio)
+    assert peak.end is None
+    # the same start followed by a blow-up: found, at the probe of the fastest growth
+    for step, ratio in [(310, 2.3), (320, 6.0), (330, 15.0), (340, 16.0)]:
+        peak.update(step, ratio)
+    assert peak.end == 320

@@ -725,10 +725,11 @@ class GrowthPeak:
     (measured on ThreeLayerNet with full-batch GD: within 20% of the step at which the loss first falls below
     0.9 of its start, over init scales 0.01, 0.005, 0.0025).
 
-    Feed it every probe's ‖W_t‖/‖W_0‖; it reports the peak's step once the rate has fallen below half the peak
-    and the norm has grown by at least ``min_ratio``, for a peak at least ``rise`` times the first measured rate
-    (a plateau: slow growth first, then fast). A net with no initial stage (γ = 0.5, whose weights move fastest at
-    the very start) reports none.
+    Feed it every probe's ‖W_t‖/‖W_0‖. When the rate first falls below half of the peak so far, the peak is the
+    stage's end if the norm has by then grown at least ``min_ratio`` times and the peak is at least ``rise`` times
+    the first measured rate (a plateau: slow growth first, then fast); otherwise that bump is forgotten and the
+    search goes on. A net with no initial stage (γ = 0.5, whose weights move fastest at the very start and then
+    grow slowly) reports none.
 
     Attributes:
         min_ratio: the growth ‖W_t‖/‖W_0‖ the norm must have reached for the peak to count.
@@ -768,9 +769,11 @@ class GrowthPeak:
             if self.end is None:
                 if rate > self.peak_rate:
                     self.peak_rate, self.peak_step = rate, step
-                elif (self.peak_step is not None and rate < 0.5 * self.peak_rate and ratio >= self.min_ratio
-                      and self.peak_rate >= self.rise * max(self.first_rate, 0.0)):
-                    self.end = self.peak_step
+                elif self.peak_step is not None and rate < 0.5 * self.peak_rate:
+                    if ratio >= self.min_ratio and self.peak_rate >= self.rise * max(self.first_rate, 0.0):
+                        self.end = self.peak_step
+                    else:  # a bump that did not grow the norm (SGD noise, a net without a plateau): look further
+                        self.peak_rate, self.peak_step = 0.0, None
         if self.prev_step is None or step > self.prev_step:
             self.prev_step, self.prev_log = step, log
         return rate
