@@ -803,8 +803,12 @@ def count_by_order(mask: Tensor) -> Tensor:
 class InteractionChange(NamedTuple):
     """Overlap / forget / new terms per order (SCIENCE.md §3), each (B, n + 1), and the derived ratios.
 
-    ``completeness = overlap / (overlap + new)`` and ``redundancy = forget / (overlap + forget)`` are computed
-    from the terms summed over samples (shape (n + 1,)); NaN where an order has no salient interaction.
+    Per order m, from the terms summed over samples (shape (n + 1,); NaN where an order has no salient
+    interaction): ``completeness = overlap / (overlap + new)``, ``redundancy = forget / (overlap + forget)``.
+    Pooled over orders (the paper's per-layer figure, Cheng et al. 2024): the same ratios of the terms summed
+    over samples *and* orders, ``pooled_completeness = Σ_m overlap_m / Σ_m (overlap_m + new_m)``, a scalar
+    that weights each order by its salient strength (the mean of the per-order ratios weights every order
+    alike, however little strength it holds, and skips empty orders).
     """
 
     overlap: Tensor
@@ -819,6 +823,18 @@ class InteractionChange(NamedTuple):
     @property
     def redundancy(self) -> Tensor:
         o, f = self.overlap.sum(0), self.forget.sum(0)
+        return f / (o + f)
+
+    @property
+    def pooled_completeness(self) -> Tensor:
+        """Σ overlap / Σ (overlap + new) over samples and orders, a 0-d tensor (NaN: nothing salient)."""
+        o, n = self.overlap.sum(), self.new.sum()
+        return o / (o + n)
+
+    @property
+    def pooled_redundancy(self) -> Tensor:
+        """Σ forget / Σ (overlap + forget) over samples and orders, a 0-d tensor (NaN: nothing salient)."""
+        o, f = self.overlap.sum(), self.forget.sum()
         return f / (o + f)
 
 
