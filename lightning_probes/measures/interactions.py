@@ -22,7 +22,9 @@ which is exactly min over γ and |δ| ≤ κ of Σ_S |I_and(S)| + |I_or(S)| with
 default solver is Douglas-Rachford splitting (ADMM on the consensus form) batched over all problems: its
 nonsmooth step is elementwise (soft threshold, slab projection) and its linear step — projection onto the graph
 of Z — is solved exactly, because ZᵀZ is a Kronecker product diagonalised by a Kronecker butterfly. Returned
-solutions are repaired to satisfy |δ| ≤ κ exactly, and a dual lower bound certifies the gap to the optimum.
+solutions are repaired to satisfy |δ| ≤ κ exactly, and a dual lower bound certifies the gap to the optimum. The
+solver stops only on that certified gap; a problem still above the tolerance at the iteration cap is re-solved
+by the exact LP (HiGHS), so every returned objective is certified within the tolerance.
 """
 
 from __future__ import annotations
