@@ -55,9 +55,10 @@ def test_planted_game_reaches_the_lp_optimum_with_the_lp_salient_interactions(n:
 
 
 def test_planted_game_at_n12_is_certified_within_one_percent() -> None:
-    """At n = 12 the first-order solver does not certify 1% within its budget: the exact fallback does."""
+    """At n = 12 the first-order solver is slow to certify 1%: whatever it reaches in its budget (kept short here to
+    keep the test fast), the result is certified, by the exact fallback where needed."""
     v = planted_game(12)
-    out = sparse_and_or(v)
+    out = sparse_and_or(v, max_iter=1000)
     assert out.objective.item() <= 1.01 * OPTIMUM
     assert out.lower_bound.item() <= OPTIMUM + 1e-6
     assert out.relative_gap.item() <= 1e-2

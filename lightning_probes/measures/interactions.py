@@ -469,7 +469,8 @@ def _solve_admm(
     invariant to the scale of v. Every ``check_every`` iterations the graph point z (exact: a = Zp, o = RZq) is
     repaired into the box and the best feasible objective kept; the slab multipliers give a dual bound.
 
-    Stops only on the certified gap: when best/bound - 1 ≤ tol for every problem, or at ``max_iter``.
+    Stops only on the certified gap: a problem leaves the batch once best/bound - 1 ≤ tol (so the later
+    iterations cost only what the problems still running need), and the rest stop at ``max_iter``.
     A problem whose gap has not fallen by 10% over ``_STALL_CHECKS`` checks has its threshold halved (down to
     1/64 of the start), with w rescaled about the prox point, w ← x + ½(w - x), so that the dual estimate
     (w - x)/t is kept: on the planted and digits games a smaller step is what unsticks a stalled problem.
@@ -477,61 +478,74 @@ def _solve_admm(
     in the dtype of u (float64), so the result is exact.
 
     Returns:
-        (p, q, bound, iterations): the best feasible interactions (B, m) each, the certified lower bound (B,).
+        (p, q, bound, iterations): the best feasible interactions (B, m) each, the certified lower bound (B,),
+        and the iterations the last problem ran.
     """
     bsz, m = u.shape
     n = _num_players(m)
-    threshold = step * u.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12)  # (B, 1)
     graph = _GraphProjector(n, work_dtype, u.device)
     free = torch.ones(m, dtype=work_dtype, device=u.device)
     free[0] = 0.0  # q_∅ is unpenalised; p_∅ is fixed to 0
+    out_p, out_q = _repair(torch.zeros_like(u), torch.zeros_like(u), lo, hi)
+    out_bound = torch.full((bsz,), -math.inf, dtype=u.dtype, device=u.device)
+    # the problems still running, and their state (rows follow `active`)
+    active = torch.arange(bsz, device=u.device)
+    threshold = step * u.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12)  # (A, 1)
+    lo_a, hi_a = lo, hi
     lo_w, hi_w = lo.to(work_dtype), hi.to(work_dtype)
     w = torch.zeros(4, bsz, m, dtype=work_dtype, device=u.device)  # (p, q, a, R o): OR values reflected
-    best_p, best_q = _repair(torch.zeros_like(u), torch.zeros_like(u), lo, hi)
-    best = _l1(best_p, best_q)
-    bound = torch.full((bsz,), -math.inf, dtype=u.dtype, device=u.device)
+    best = _l1(out_p, out_q)
+    best_p, best_q, bound = out_p.clone(), out_q.clone(), out_bound.clone()
     reference_gap = torch.full((bsz,), math.inf, dtype=u.dtype, device=u.device)  # gap at the last progress
     since = torch.zeros(bsz, dtype=torch.long, device=u.device)  # checks since then
     scale = torch.ones(bsz, dtype=u.dtype, device=u.device)  # threshold / its start value
     thresholds = _thresholds(threshold.to(work_dtype), free, bsz)
     it = 0
     while it < max_iter:
+        rows = w.shape[1]
         # prox of f: soft threshold on (p, q); slab projection of (a_T, o_T), o kept reflected in w[3]
         x = torch.empty_like(w)
         x[:2] = torch.sign(w[:2]) * (w[:2].abs() - thresholds).clamp_min(0.0)
         x[0, :, 0] = 0.0
         total = w[2] + w[3].flip(-1)
-        excess = 0.5 * (total - torch.minimum(torch.maximum(total, lo_w), hi_w))  # (B, m)
+        excess = 0.5 * (total - torch.minimum(torch.maximum(total, lo_w), hi_w))  # (A, m)
         x[2] = w[2] - excess
         x[3] = w[3] - excess.flip(-1)
         # projection onto both graphs at once: rows (p, q) and values (a, R o) in reflected frames are aligned
-        z = graph.project((2 * x - w).view(2, 2 * bsz, m)).view(4, bsz, m)
+        z = graph.project((2 * x - w).view(2, 2 * rows, m)).view(4, rows, m)
         w += _RELAX * (z - x)
         it += 1
         if it % check_every == 0 or it == max_iter:
-            rp, rq = _repair(z[0].to(u.dtype), z[1].to(u.dtype), lo, hi)
+            rp, rq = _repair(z[0].to(u.dtype), z[1].to(u.dtype), lo_a, hi_a)
             value = _l1(rp, rq)
             better = value < best
             best = torch.where(better, value, best)
             best_p = torch.where(better[:, None], rp, best_p)
             best_q = torch.where(better[:, None], rq, best_q)
-            bound = torch.maximum(bound, _dual_bound(excess.to(u.dtype) / threshold, lo, hi))
-            gap = _certified_gap(best, bound)  # (B,): best ≤ (1 + gap)·optimum
-            if bool((gap <= tol).all()):
+            bound = torch.maximum(bound, _dual_bound(excess.to(u.dtype) / threshold, lo_a, hi_a))
+            gap = _certified_gap(best, bound)  # (A,): best ≤ (1 + gap)·optimum
+            out_p[active], out_q[active], out_bound[active] = best_p, best_q, bound
+            keep = gap > tol
+            if not bool(keep.any()):
                 break
             progressed = gap < _STALL_PROGRESS * reference_gap
             reference_gap = torch.where(progressed, gap, reference_gap)
             since = torch.where(progressed, 0, since + 1)
-            stalled = (since >= _STALL_CHECKS) & (gap > tol) & (scale > _MIN_STEP_SCALE)
+            stalled = (since >= _STALL_CHECKS) & keep & (scale > _MIN_STEP_SCALE)
             if bool(stalled.any()):  # re-scale the step of the stalled problems only
-                factor = torch.where(stalled, 0.5, 1.0).to(u.dtype)  # (B,)
+                factor = torch.where(stalled, 0.5, 1.0).to(u.dtype)  # (A,)
                 w = x + factor.to(work_dtype)[None, :, None] * (w - x)
                 threshold = threshold * factor[:, None]
                 scale = scale * factor
                 since = torch.where(stalled, 0, since)
                 reference_gap = torch.where(stalled, gap, reference_gap)
-                thresholds = _thresholds(threshold.to(work_dtype), free, bsz)
-    return best_p, best_q, bound, it
+            if not bool(keep.all()):  # certified problems leave the batch
+                active, w = active[keep], w[:, keep].contiguous()
+                threshold, scale, since, reference_gap = threshold[keep], scale[keep], since[keep], reference_gap[keep]
+                best, best_p, best_q, bound = best[keep], best_p[keep], best_q[keep], bound[keep]
+                lo_a, hi_a, lo_w, hi_w = lo_a[keep], hi_a[keep], lo_w[keep], hi_w[keep]
+            thresholds = _thresholds(threshold.to(work_dtype), free, len(active))
+    return out_p, out_q, out_bound, it
 
 
 def _thresholds(threshold: Tensor, free: Tensor, bsz: int) -> Tensor:
@@ -627,7 +641,7 @@ def sparse_and_or(
     kappa: float = 0.04,
     *,
     method: str = "admm",
-    max_iter: int = 2000,
+    max_iter: int = 5000,
     tol: float = 1e-2,
     check_every: int = 50,
     step: float = 0.3,
@@ -651,7 +665,8 @@ def sparse_and_or(
             ``"sgd"`` (the reference recipe on dense matrices: 10^4 steps of SGD-momentum, lr 1e-5 → 1e-6). The
             recipe is a baseline only: at its published learning rate it barely sparsifies (objective 15-36 on
             planted games whose optimum is 4.8), and it certifies nothing.
-        max_iter: iteration cap of ``"admm"``.
+        max_iter: iteration cap of ``"admm"`` (certified problems leave the batch early: on 16 digits games at
+            n = 10 all were certified within 1% by 4,250 iterations, 9 of 16 by 2,000).
         tol: ``"admm"`` stops only on the certified gap: once every problem's objective / dual bound - 1 is
             ≤ tol (its objective is then at most (1 + tol)× the optimum), or at ``max_iter``. A problem that stalls has its step halved (see ``_solve_admm``).
         check_every: iterations between repairs and gap checks (``"admm"``).

@@ -88,7 +88,7 @@ class InteractionMonitor(Monitor):
         max_players: refuse more players than this (2^n masked inputs and subsets per sample).
         baseline: masking value per input element (shape of one sample) or a scalar; default the probe-set mean.
         solver_iterations: iteration cap of the batched AND-OR solver (games still above ``solver_tol`` then go
-            to the exact LP: 0.2 s each at n = 10).
+            to the exact LP: 0.2-8 s each at n = 10, so the cap is high; certified games stop early).
         solver_tol: certified relative gap the solver must reach: every decomposition is at most
             (1 + solver_tol)× the sparsest.
         forward_batch_size: masked inputs per forward pass (bounds memory).
@@ -115,7 +115,7 @@ class InteractionMonitor(Monitor):
         kappa: float = 0.04,
         max_players: int = 14,
         baseline: Tensor | float | None = None,
-        solver_iterations: int = 2000,
+        solver_iterations: int = 5000,
         solver_tol: float = 0.01,
         forward_batch_size: int = 4096,
         probe_l2: float = 1e-3,
