@@ -300,7 +300,8 @@ class ConceptMonitor(Monitor):
         assert self.probe_set is not None
         device = pl_module.device
         x_all = self.probe_set.inputs
-        logits = torch.cat([self._forward(pl_module, x).float().cpu() for x, _ in self.probe_set.batches(device)])
+        logits = (torch.cat([self._forward(pl_module, x).float().cpu() for x, _ in self.probe_set.batches(device)])
+                  if self.range_importance else torch.empty(0))
         if self.range_importance and logits.ndim != 2:
             self.warn_once("importance", f"range importance needs (N, C) logits, the model returns "
                                          f"{tuple(logits.shape)}; range_importance_range_<c> is not logged.")
