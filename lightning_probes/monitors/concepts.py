@@ -56,7 +56,7 @@ class ConceptMonitor(Monitor):
       activations in range c are zeroed (a forward hook on ``layer``; needs (N, C) logits);
     - ``label_masking_range_<c>``: cosine similarity of the range's activations before and after the input
       outside the formula's region is perturbed, on the samples where the formula holds (per-position concepts
-      and image inputs only);
+      and image inputs only: not logged otherwise);
     - the unspecialised-activation baseline: ``untrained_iou_range_<c>`` (the IoU of the first probe's formulas:
       the untrained network when the schedule probes at step 0, as the paper compares against),
       ``iou_gain_over_untrained_range_<c>`` (today's mean IoU minus it) and
@@ -177,6 +177,7 @@ class ConceptMonitor(Monitor):
         self.untrained: dict[str, tuple[str, float]] = {}
         self.untrained_step: int | None = None
         self._units: list[int] = []
+        self._importance_ok = True
 
     def __repr__(self) -> str:
         units = "all" if self.units is None else self.units
@@ -302,6 +303,7 @@ class ConceptMonitor(Monitor):
         x_all = self.probe_set.inputs
         logits = (torch.cat([self._forward(pl_module, x).float().cpu() for x, _ in self.probe_set.batches(device)])
                   if self.range_importance else torch.empty(0))
+        self._importance_ok = logits.ndim == 2
         if self.range_importance and logits.ndim != 2:
             self.warn_once("importance", f"range importance needs (N, C) logits, the model returns "
                                          f"{tuple(logits.shape)}; range_importance_range_<c> is not logged.")
@@ -330,6 +332,12 @@ class ConceptMonitor(Monitor):
                               for x, _ in self.probe_set.batches(pl_module.device)])
         finally:
             handle.remove()
+
+    def _label_masking_applies(self) -> bool:
+        """Label masking needs per-position concepts and image inputs (a region to keep)."""
+        x = None if self.probe_set is None else self.probe_set.inputs
+        return (self.label_masking and self.concepts.dim() == 4 and x is not None and x.is_floating_point()
+                and x.dim() in (3, 4))
 
     def _can_label_mask(self, x: Tensor, r: RangeExplanation) -> bool:
         return (self.concepts.dim() == 4 and r.formula_mask is not None and r.formula_mask.dim() == 3
@@ -403,8 +411,10 @@ class ConceptMonitor(Monitor):
             keys = [f"{u}/{c + 1}" for u in full]
             ranges = [rs[c] for rs in full.values()]
             out[f"mask_size_range_{c + 1}"] = _nanmean([r.sizes.unit_mask_size for r in ranges if r.sizes])
+            applies = {"range_importance": self.range_importance and self._importance_ok,
+                       "label_masking": self._label_masking_applies()}  # tags only where the measure is defined
             for name, field in (("range_importance", "importance"), ("label_masking", "label_masking")):
-                if getattr(self, name):
+                if applies[name]:
                     out[f"{name}_range_{c + 1}"] = _nanmean([extra.get(k, {}).get(field, math.nan) for k in keys])
             base = [self.untrained[k] for k in keys if k in self.untrained]
             out[f"untrained_iou_range_{c + 1}"] = _nanmean([iou for _, iou in base])
