@@ -1,7 +1,8 @@
 """One probe of the concepts example: 16 units of ShapesCNN.conv2 x 5 ranges, 128 probe images of 32 x 32.
 
 Target (issue 6): under 10 s on this CPU. Baselines in the same run: the probe's forward passes alone, and the
-same probe with the paper's beam search instead of the exact search. Measured on the model at initialisation
+same probe with the paper's beam search instead of the exact search, and without the paper's range importance and
+label masking (issue 16: 2 x 16 x 5 extra forward passes). Measured on the model at initialisation
 and after 100 Adam steps (trained units have other activation distributions).
 
 Run: python benchmarks/concepts_monitor.py [--repeats 3]
@@ -21,8 +22,9 @@ from lightning_probes.monitors.concepts import ConceptMonitor
 from lightning_probes.probe_set import capture, probing
 
 
-def monitor_for(model: ShapesCNN, probe: ShapesProbe, search: str) -> ConceptMonitor:
-    monitor = ConceptMonitor("conv2", probe, num_clusters=5, max_length=3, search=search, images_every=0)
+def monitor_for(model: ShapesCNN, probe: ShapesProbe, search: str, paper: bool = True) -> ConceptMonitor:
+    monitor = ConceptMonitor("conv2", probe, num_clusters=5, max_length=3, search=search, images_every=0,
+                             range_importance=paper, label_masking=paper)
     monitor.probe_set.materialise()
     with probing(model), capture(model, {"conv2": "output"}) as seen:
         model(probe.inputs[:1])
@@ -58,6 +60,7 @@ def main() -> None:
                 loss.backward()
                 opt.step()
         exact, beam = monitor_for(model, probe, "exact"), monitor_for(model, probe, "beam")
+        bare = monitor_for(model, probe, "exact", paper=False)
 
         def forward_only() -> None:
             with probing(model), capture(model, {"conv2": "output"}):
@@ -70,15 +73,20 @@ def main() -> None:
                     run.report = monitor.measure(None, model)  # type: ignore[attr-defined]
             return run
 
-        run_exact, run_beam = probe_with(exact), probe_with(beam)
+        run_exact, run_beam, run_bare = probe_with(exact), probe_with(beam), probe_with(bare)
         t_fwd = best_of(args.repeats, forward_only)
         t_exact = best_of(args.repeats, run_exact)
         t_beam = best_of(args.repeats, run_beam)
+        t_bare = best_of(args.repeats, run_bare)
         s = run_exact.report.scalars
         inactive = int(s["n_inactive_units"])
         print(f"{label}: one probe (16 units x 5 ranges, exact search) {t_exact:.2f} s  [target < 10 s]; "
               f"forward passes alone {t_fwd:.3f} s ({t_exact / t_fwd:.0f}x); with beam search {t_beam:.2f} s "
-              f"(exact/beam {t_exact / t_beam:.2f}); {inactive} inactive units")
+              f"(exact/beam {t_exact / t_beam:.2f}); without range importance and label masking {t_bare:.2f} s "
+              f"(with/without {t_exact / t_bare:.2f}); {inactive} inactive units")
+        print("  range importance per range: " + ", ".join(f"{s[f'range_importance_range_{c}']:.3f}"
+                                                       for c in range(1, 6))
+              + "; label masking per range: " + ", ".join(f"{s[f'label_masking_range_{c}']:.3f}" for c in range(1, 6)))
 
 
 if __name__ == "__main__":

@@ -181,7 +181,9 @@ def _assemble(
     if concepts is not None:
         wanted.append(("concepts", ConceptMonitor, {"layer": concept_layer, "concepts": concepts,
                                                     "concept_names": concept_names, "search": level.concept_search,
-                                                    "max_units": level.concept_units}))
+                                                    "max_units": level.concept_units,
+                                                    # the paper's extra forward passes: full only (cost measured there)
+                                                    "range_importance": level.rich, "label_masking": level.rich}))
     triggers = dict(triggers or {})
     unknown = sorted(set(triggers) - {name for name, _, _ in wanted})
     if unknown:

@@ -28,9 +28,13 @@ def test_fit_logs_every_tag_the_dashboard_pictures_and_text(tmp_path):
                                  schedule=every(10), images_every=2, solver_iterations=300)
     fit(tmp_path, monitor, max_steps=20)
     events = read_events(str(tmp_path))
-    tags = ["n_salient", "mean_order", "objective", "clamped_fraction", *[f"n_salient_order_{k}" for k in range(1, 7)]]
+    tags = ["n_salient", "mean_order", "objective", "clamped_fraction", *[f"n_salient_order_{k}" for k in range(1, 7)],
+            "certified_gap_max", "certified_gap_mean", "exact_fallback_fraction"]
     for layer in ("features.1", "features.3"):
-        tags += [f"{layer}/{k}" for k in ("completeness", "redundancy", "iou", "probe_accuracy")]
+        tags += [f"{layer}/{k}" for k in ("completeness", "redundancy", "iou", "probe_accuracy",
+                                          "completeness_mean_over_orders", "redundancy_mean_over_orders")]
+    for layer in ("features.3", "output"):  # adjacent layers: features.1 -> features.3 -> output
+        tags += [f"{layer}/emerged_from_previous_layer", f"{layer}/forgotten_from_previous_layer"]
     for tag in tags:
         assert [s for s, _ in events.scalars[f"probes/interactions/{tag}"]] == [0, 10, 20], tag
     for tag in ("emerged", "forgotten", "iou_previous"):  # need a previous probe
@@ -48,6 +52,7 @@ def test_fit_logs_every_tag_the_dashboard_pictures_and_text(tmp_path):
         assert 1 <= v["mean_order"] <= 6
         for layer in ("features.1", "features.3"):
             assert 0 <= v[f"{layer}/completeness"] <= 1 and 0 <= v[f"{layer}/redundancy"] <= 1
+        assert v["certified_gap_max"] <= 0.01 + 1e-12 and v["certified_gap_mean"] <= v["certified_gap_max"]
     assert set(monitor.last_by_order) == {"features.1", "features.3"}
 
 

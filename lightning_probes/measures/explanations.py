@@ -51,6 +51,7 @@ __all__ = [
     "ExplanationMetrics",
     "Formula",
     "InactiveUnitError",
+    "MaskStatistics",
     "Op",
     "RangeExplanation",
     "SearchResult",
@@ -60,9 +61,14 @@ __all__ = [
     "explain_unit",
     "explanation_metrics",
     "kmeans_1d",
+    "label_masked_inputs",
+    "label_masking_score",
+    "mask_statistics",
+    "prediction_change_rate",
     "prepare_concepts",
     "range_masks",
     "upsample_activations",
+    "zero_range",
 ]
 
 NETDISSECT_QUANTILE = 0.005  # top 0.5% of activations (Bau et al. 2017; Mu & Andreas 2020)
@@ -162,7 +168,11 @@ def activation_ranges(
     pooled; if all are >= 0 (a ReLU unit) the zeros are dropped; the remaining values are clustered with
     exact 1-D k-means and each cluster c gives the closed range [min_c, max_c]. Ranges are sorted from the
     lowest (c = 1) to the highest. ``num_clusters=1`` is the classic threshold of Network Dissection /
-    Compositional Explanations: the top ``quantile`` of *all* values (zeros included), range [T, +inf).
+    Compositional Explanations: T = the top ``quantile`` of *all* values (zeros included), range [T, +inf).
+    For a ReLU unit (all values >= 0) zeros never enter that range: when fewer than ``quantile`` of the values
+    are non-zero, T is 0 and the paper's strict ``a > T`` keeps only the firing positions; the closed range
+    used here gets the same set by raising T to the smallest non-zero value (so a sparse unit that fires on a
+    rare concept is explained by it, not by everything).
 
     Args:
         activations: the unit's activations, any shape (pooled).
@@ -195,6 +205,8 @@ def activation_ranges(
         below = int(math.floor(position))
         above = min(below + 1, ordered.numel() - 1)
         threshold = ordered[below] + (position - below) * (ordered[above] - ordered[below])
+        if bool((ordered[0] >= 0).item()) and not bool((threshold > 0).item()):  # ReLU: a > 0 as a closed range
+            threshold = ordered[ordered > 0][0]
         return torch.stack([threshold, threshold.new_tensor(math.inf)]).reshape(1, 2)
     if values.numel() and (values >= 0).all():
         values = values[values > 0]
@@ -232,10 +244,11 @@ def upsample_activations(activations: Tensor, size: tuple[int, int]) -> Tensor:
 def range_masks(activations: Tensor, ranges: Tensor) -> Tensor:
     """Unit masks M_c(x) = 1[min_c <= a(x) <= max_c], one per range.
 
-    Closed ranges (the issue's [min_c, max_c]): on the raw activations M_c is then exactly cluster c. The
-    reference code and SCIENCE.md step 2 use strict inequalities, which drop each cluster's own extreme
-    values (and empty a cluster of one distinct value); after bilinear upsampling the two differ only on
-    positions whose value equals a range end.
+    Closed ranges [min_c, max_c], deliberately: on the raw activations M_c is then exactly cluster c. The
+    paper's reference code and SCIENCE.md step 2 use strict inequalities min_c < a < max_c, which drop each
+    cluster's own extreme values (and empty a cluster of one distinct value: its range would explain nothing);
+    after bilinear upsampling the two differ only on positions whose value equals a range end. For K = 1 the
+    range is [T, +inf), and for a ReLU unit T > 0 (see :func:`activation_ranges`), so zeros never fire.
 
     Args:
         activations: one unit's (upsampled) activations, any shape S.
@@ -326,6 +339,150 @@ def _check_binary(mask: Tensor, label: str) -> None:
 
 
 @dataclass(frozen=True)
+class MaskStatistics:
+    """Sizes of the masks of one (unit, range) and its formula (the paper's mask-size analysis).
+
+    Each is the mean, over the samples where that mask is non-empty, of the share of a sample's positions it
+    covers: size(X) = mean_{x: X(x) != ∅} |X(x)| / P, P positions per sample (the reference's ``avg_mask_size``
+    and ``avg_overlapping``). NaN when the mask is empty on every sample.
+
+    Attributes:
+        unit_mask_size: size(M), M the range's unit mask.
+        formula_mask_size: size(F), F the formula's mask.
+        overlap_size: size(M ∧ F).
+        unit_mask_samples: #{x: M(x) != ∅} / N, the share of samples where the range fires.
+    """
+
+    unit_mask_size: float
+    formula_mask_size: float
+    overlap_size: float
+    unit_mask_samples: float
+
+
+def _mean_size(mask: Tensor) -> float:
+    sizes = mask.sum(1, dtype=torch.float64)  # (N,)
+    sizes = sizes[sizes > 0]
+    return float(sizes.mean() / mask.shape[1]) if sizes.numel() else math.nan
+
+
+def mask_statistics(unit_mask: Tensor, formula_mask: Tensor) -> MaskStatistics:
+    """Mask sizes of a unit mask M and a formula mask F, see :class:`MaskStatistics`.
+
+    Args:
+        unit_mask: M, boolean, shape (N, *S). formula_mask: F, boolean, same shape.
+
+    Returns:
+        :class:`MaskStatistics`.
+
+    Example:
+        >>> m = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]]).bool()
+        >>> f = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 1]]).bool()
+        >>> mask_statistics(m, f)
+        MaskStatistics(unit_mask_size=0.5, formula_mask_size=0.625, overlap_size=0.25, unit_mask_samples=0.5)
+    """
+    if unit_mask.shape != formula_mask.shape or unit_mask.ndim == 0 or unit_mask.shape[0] == 0:
+        raise ValueError(f"masks must share a shape (N, ...) with N >= 1, got {tuple(unit_mask.shape)} and "
+                         f"{tuple(formula_mask.shape)}.")
+    m = unit_mask.reshape(unit_mask.shape[0], -1).bool()  # (N, P)
+    f = formula_mask.reshape(formula_mask.shape[0], -1).bool()
+    return MaskStatistics(_mean_size(m), _mean_size(f), _mean_size(m & f), float(m.any(1).double().mean()))
+
+
+def label_masked_inputs(inputs: Tensor, label_mask: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Inputs with everything outside a label's region perturbed (the paper's label masking).
+
+    x'(p) = x(p) where the label mask L is set, x(p)·ε(p) elsewhere, ε ~ U[0, 1) per input element (as the
+    authors' reference code does): the concept's own pixels are intact, the rest is damped by noise. L is
+    resized to the input's spatial size by nearest neighbour.
+
+    Args:
+        inputs: (N, C, H, W) images (or (N, H, W)).
+        label_mask: (N, h, w) boolean region of the label in each sample.
+        generator: for the noise (seed it for reproducible figures).
+
+    Returns:
+        Tensor of the inputs' shape.
+
+    Example:
+        >>> x = torch.ones(1, 1, 2, 2); keep = torch.tensor([[[True, False], [False, False]]])
+        >>> out = label_masked_inputs(x, keep, torch.Generator().manual_seed(0))
+        >>> out[0, 0, 0, 0].item(), bool((out[0, 0].flatten()[1:] < 1).all())
+        (1.0, True)
+    """
+    if label_mask.ndim != 3 or label_mask.shape[0] != inputs.shape[0] or inputs.ndim not in (3, 4):
+        raise ValueError(f"label_mask must be (N, h, w) for inputs (N, [C,] H, W), got {tuple(label_mask.shape)} and "
+                         f"{tuple(inputs.shape)}.")
+    keep = F.interpolate(label_mask[:, None].float(), size=tuple(inputs.shape[-2:]), mode="nearest")  # (N, 1, H, W)
+    if inputs.ndim == 3:
+        keep = keep[:, 0]
+    noise = torch.rand(inputs.shape, generator=generator, dtype=inputs.dtype if inputs.is_floating_point()
+                       else torch.float32).to(inputs.device)
+    return inputs * (keep.to(inputs.device) + (1 - keep.to(inputs.device)) * noise)
+
+
+def label_masking_score(before: Tensor, after: Tensor, low: float, high: float) -> float:
+    """How much of a range's activation survives label masking (La Rosa et al. 2023, label masking).
+
+    With b(x) = 1[low <= a(x) <= high] the range's bitmap on the unmasked activations a (closed bounds, as
+    everywhere here), the score is the mean over samples of cos(a ⊙ b, a' ⊙ b), a' the activations on the
+    label-masked input (:func:`label_masked_inputs`). 1: the range fires the same way on the label alone, so
+    the label is what drives it; near 0: the activation came from the context. Samples whose bitmap is empty
+    are left out (the reference counts them as 0, which measures how often the range fires, not the label).
+
+    Args:
+        before: the unit's activations (N, *S) on the samples that contain the label. after: the same on the
+            label-masked samples. low, high: the range.
+
+    Returns:
+        The score, NaN when no sample has a position in the range.
+
+    Example:
+        >>> a = torch.tensor([[1.0, 2.0, 0.0]]); round(label_masking_score(a, 2 * a, 1.0, 2.0), 12)
+        1.0
+    """
+    if before.shape != after.shape or before.ndim == 0:
+        raise ValueError(f"before {tuple(before.shape)} and after {tuple(after.shape)} must be (N, ...) alike.")
+    a = before.reshape(before.shape[0], -1).to(torch.float64)
+    a2 = after.reshape(after.shape[0], -1).to(torch.float64)
+    bitmap = (a >= low) & (a <= high)
+    rows = bitmap.any(1)
+    if not bool(rows.any()):
+        return math.nan
+    x, y = (a * bitmap)[rows], (a2 * bitmap)[rows]
+    cos = (x * y).sum(1) / (x.norm(dim=1) * y.norm(dim=1)).clamp_min(1e-300)
+    return float(torch.where(y.norm(dim=1) > 0, cos, torch.zeros_like(cos)).mean())
+
+
+def zero_range(activations: Tensor, low: float, high: float) -> Tensor:
+    """The activations with every value in [low, high] set to 0 (for range importance).
+
+    Example:
+        >>> zero_range(torch.tensor([0.5, 1.0, 2.0, 3.0]), 1.0, 2.0).tolist()
+        [0.5, 0.0, 0.0, 3.0]
+    """
+    inside = (activations >= low) & (activations <= high)
+    return torch.where(inside, torch.zeros_like(activations), activations)
+
+
+def prediction_change_rate(logits: Tensor, ablated_logits: Tensor) -> float:
+    """Range importance (La Rosa et al. 2023): the share of samples whose predicted class changes when one
+    range's activations are zeroed, #{x: argmax f(x) != argmax f_c(x)} / N, f_c the network with the unit's
+    values in range c set to 0 (:func:`zero_range`, applied by a forward hook on the concept layer).
+
+    Args:
+        logits: (N, C) of the intact network. ablated_logits: (N, C) with the range zeroed.
+
+    Example:
+        >>> prediction_change_rate(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+        0.5
+    """
+    if logits.shape != ablated_logits.shape or logits.ndim != 2 or logits.shape[0] == 0:
+        raise ValueError(f"logits {tuple(logits.shape)} and ablated_logits {tuple(ablated_logits.shape)} must both be "
+                         "(N, C) with N >= 1.")
+    return float((logits.argmax(-1) != ablated_logits.argmax(-1)).double().mean())
+
+
+@dataclass(frozen=True)
 class RangeExplanation:
     """The explanation of one activation range of one unit.
 
@@ -337,6 +494,8 @@ class RangeExplanation:
         name: its readable name (``"(circle AND red) OR square"``), ``"-"`` when there is none.
         metrics: :class:`ExplanationMetrics` of the formula.
         method: search used (see :class:`SearchResult`).
+        sizes: :class:`MaskStatistics` of the range's mask and the formula's.
+        formula_mask: F on the concept grid, (N, *S) bool (for label masking).
     """
 
     range_index: int
@@ -346,6 +505,8 @@ class RangeExplanation:
     name: str
     metrics: ExplanationMetrics
     method: str
+    sizes: MaskStatistics | None = None
+    formula_mask: Tensor | None = None
 
 
 def explain_unit(
@@ -405,5 +566,5 @@ def explain_unit(
             name = result.formula.name(concept_names)
         low, high = (float(v) for v in ranges[c])
         out.append(RangeExplanation(c, low, high, result.formula, name, explanation_metrics(mask, formula_mask),
-                                    result.method))
+                                    result.method, mask_statistics(mask, formula_mask), formula_mask))
     return out

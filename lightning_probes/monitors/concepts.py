@@ -23,7 +23,11 @@ from lightning_probes.measures.explanations import (
     InactiveUnitError,
     RangeExplanation,
     explain_unit,
+    label_masked_inputs,
+    label_masking_score,
+    prediction_change_rate,
     prepare_concepts,
+    zero_range,
 )
 from lightning_probes.monitors.base import Monitor, Report
 from lightning_probes.probe_set import Source, capture, probing, resolve_module
@@ -40,11 +44,26 @@ class ConceptMonitor(Monitor):
     ``max_length`` concepts joined by AND, OR, AND NOT with the highest IoU is found (exact search by default).
 
     Logs under ``probes/concepts/``: ``mean_iou_range_<c>`` (mean IoU over units of range c, 1 = lowest),
-    ``specialisation`` (mean IoU of the highest range minus the lowest), ``n_units_explained`` (units whose
-    highest range has IoU >= ``iou_threshold``), ``n_inactive_units`` (units that never activated on the probe
-    set), ``n_formula_changes`` ((unit, range) pairs whose formula changed since the previous probe) and
-    ``n_beam_fallbacks`` (searches that ran out of ``time_budget`` and fell back to beam search). Text: the
-    table unit x range -> formula, IoU and coverages. Picture: IoU per range and unit.
+    ``specialisation`` (our own summary, not a measure of the paper: mean IoU of the highest range minus the
+    lowest), ``n_units_explained`` (units whose highest range has IoU >= ``iou_threshold``), ``n_inactive_units``
+    (units that never activated on the probe set), ``n_formula_changes`` ((unit, range) pairs whose formula
+    changed since the previous probe) and ``n_beam_fallbacks`` (searches that ran out of ``time_budget`` and fell
+    back to beam search). The paper's further measures, each a mean over the explained units of range c:
+
+    - ``mask_size_range_<c>``: the share of a sample's positions the range covers, over samples where it fires
+      (:class:`~lightning_probes.measures.explanations.MaskStatistics`);
+    - ``range_importance_range_<c>``: the share of probe samples whose predicted class changes when the unit's
+      activations in range c are zeroed (a forward hook on ``layer``; needs (N, C) logits);
+    - ``label_masking_range_<c>``: cosine similarity of the range's activations before and after the input
+      outside the formula's region is perturbed, on the samples where the formula holds (per-position concepts
+      and image inputs only: not logged otherwise);
+    - the unspecialised-activation baseline: ``untrained_iou_range_<c>`` (the IoU of the first probe's formulas:
+      the untrained network when the schedule probes at step 0, as the paper compares against),
+      ``iou_gain_over_untrained_range_<c>`` (today's mean IoU minus it) and
+      ``same_formula_as_untrained_range_<c>`` (share of units whose formula is still the first probe's).
+
+    Text: the table unit x range -> formula, IoU, coverages, mask sizes, importance, label masking and the
+    untrained formula. Picture: IoU per range and unit.
 
     Args:
         layer: module name whose output holds the units: (N, C) or (N, C, h, w); for a conv layer, name the
@@ -63,6 +82,8 @@ class ConceptMonitor(Monitor):
         first_beam: atoms in the first beam (paper: 10).
         max_units: with ``units`` unset, explain at most this many units, evenly spaced over the channels (each
             unit is one search per range: this bounds the probe's cost on wide layers).
+        range_importance: measure range importance (one forward pass of the probe set per unit and range).
+        label_masking: measure label masking (one forward pass of the formula's samples per unit and range).
         probe_data: the probe inputs the concepts describe, sample for sample: ``x``, ``(x, y)`` or a Dataset;
             taken from a ``ConceptProbe``; with a concept tensor and no probe_data, the first N samples of the
             training dataset (read by index, so unaffected by shuffling).
@@ -91,6 +112,8 @@ class ConceptMonitor(Monitor):
         beam_width: int = 5,
         first_beam: int = 10,
         max_units: int | None = None,
+        range_importance: bool = True,
+        label_masking: bool = True,
         probe_data: Source | None = None,
         max_samples: int | None = None,
         **kwargs: Any,
@@ -148,8 +171,13 @@ class ConceptMonitor(Monitor):
             raise ValueError(f"beam_width and first_beam must be integers >= 1, got {beam_width!r} and {first_beam!r}.")
         self.num_clusters, self.max_length, self.iou_threshold = num_clusters, max_length, iou_threshold
         self.search, self.time_budget, self.beam_width, self.first_beam = search, time_budget, beam_width, first_beam
+        self.range_importance, self.label_masking = bool(range_importance), bool(label_masking)
         self.last_formulas: dict[str, str] = {}  # "unit/range" -> formula name at the previous probe
+        # "unit/range" -> (formula name, IoU) at the first probe: the unspecialised baseline
+        self.untrained: dict[str, tuple[str, float]] = {}
+        self.untrained_step: int | None = None
         self._units: list[int] = []
+        self._importance_ok = True
 
     def __repr__(self) -> str:
         units = "all" if self.units is None else self.units
@@ -162,12 +190,15 @@ class ConceptMonitor(Monitor):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "last_formulas": dict(self.last_formulas)}
+        return {**super().state_dict(), "last_formulas": dict(self.last_formulas), "untrained": dict(self.untrained),
+                "untrained_step": self.untrained_step}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.last_formulas = dict(state_dict.get("last_formulas", {}))
+        self.untrained = dict(state_dict.get("untrained", {}))
+        self.untrained_step = state_dict.get("untrained_step")
 
     @override
     def dashboard(self) -> dict[str, dict[str, list]]:
@@ -252,9 +283,82 @@ class ConceptMonitor(Monitor):
                 )
             except InactiveUnitError:
                 inactive.append(unit)
-        return self._report(explained, inactive)
+        extra = self._paper_measures(pl_module, acts, explained)
+        return self._report(explained, inactive, extra)
 
-    def _report(self, explained: dict[int, list[RangeExplanation]], inactive: list[int]) -> Report:
+    # ------------------------------------------------------------------ range importance and label masking
+    def _forward(self, pl_module: pl.LightningModule, x: Tensor) -> Any:
+        return pl_module(x)
+
+    def _paper_measures(self, pl_module: pl.LightningModule, acts: Tensor,
+                        explained: dict[int, list[RangeExplanation]]) -> dict[str, dict[str, float]]:
+        """Per "unit/range": ``importance`` and ``label_masking`` (NaN where not measured)."""
+        out: dict[str, dict[str, float]] = {f"{u}/{r.range_index + 1}": {"importance": math.nan,
+                                                                         "label_masking": math.nan}
+                                            for u, rs in explained.items() for r in rs}
+        if not explained or not (self.range_importance or self.label_masking):
+            return out
+        assert self.probe_set is not None
+        device = pl_module.device
+        x_all = self.probe_set.inputs
+        logits = (torch.cat([self._forward(pl_module, x).float().cpu() for x, _ in self.probe_set.batches(device)])
+                  if self.range_importance else torch.empty(0))
+        self._importance_ok = logits.ndim == 2
+        if self.range_importance and logits.ndim != 2:
+            self.warn_once("importance", f"range importance needs (N, C) logits, the model returns "
+                                         f"{tuple(logits.shape)}; range_importance_range_<c> is not logged.")
+        columns = {u: self._units.index(u) for u in explained}
+        for unit, ranges in explained.items():
+            for r in ranges:
+                key = f"{unit}/{r.range_index + 1}"
+                if self.range_importance and logits.ndim == 2:
+                    ablated = self._ablated_logits(pl_module, unit, r.low, r.high)
+                    out[key]["importance"] = prediction_change_rate(logits, ablated)
+                if self.label_masking and self._can_label_mask(x_all, r):
+                    out[key]["label_masking"] = self._label_masking(pl_module, acts[:, columns[unit]], unit, r)
+        return out
+
+    def _ablated_logits(self, pl_module: pl.LightningModule, unit: int, low: float, high: float) -> Tensor:
+        """Logits with ``unit``'s activations in [low, high] zeroed at ``layer`` (a forward hook)."""
+        def hook(_mod: Any, _args: Any, output: Tensor) -> Tensor:
+            output = output.clone()
+            output[:, unit] = zero_range(output[:, unit], low, high)
+            return output
+
+        assert self.probe_set is not None
+        handle = resolve_module(pl_module, self.layer).register_forward_hook(hook)
+        try:
+            return torch.cat([self._forward(pl_module, x).float().cpu()
+                              for x, _ in self.probe_set.batches(pl_module.device)])
+        finally:
+            handle.remove()
+
+    def _label_masking_applies(self) -> bool:
+        """Label masking needs per-position concepts and image inputs (a region to keep)."""
+        x = None if self.probe_set is None else self.probe_set.inputs
+        return (self.label_masking and self.concepts.dim() == 4 and x is not None and x.is_floating_point()
+                and x.dim() in (3, 4))
+
+    def _can_label_mask(self, x: Tensor, r: RangeExplanation) -> bool:
+        return (self.concepts.dim() == 4 and r.formula_mask is not None and r.formula_mask.dim() == 3
+                and x.is_floating_point() and x.dim() in (3, 4))
+
+    def _label_masking(self, pl_module: pl.LightningModule, unit_acts: Tensor, unit: int, r: RangeExplanation) -> float:
+        assert self.probe_set is not None and r.formula_mask is not None
+        rows = torch.nonzero(r.formula_mask.flatten(1).any(1)).flatten()  # samples where the formula holds
+        if rows.numel() == 0:
+            return math.nan
+        generator = torch.Generator().manual_seed(1000 * unit + r.range_index)  # the same noise at every probe
+        masked = label_masked_inputs(self.probe_set.inputs[rows], r.formula_mask[rows], generator)
+        after = []
+        with capture(pl_module, {self.layer: "output"}) as seen:
+            for start in range(0, len(masked), self.probe_set.batch_size):
+                self._forward(pl_module, masked[start : start + self.probe_set.batch_size].to(pl_module.device))
+                after.append(seen[self.layer][:, unit].float().cpu())
+        return label_masking_score(unit_acts[rows], torch.cat(after), r.low, r.high)
+
+    def _report(self, explained: dict[int, list[RangeExplanation]], inactive: list[int],
+                extra: dict[str, dict[str, float]] | None = None) -> Report:
         k = self.num_clusters
         full = {u: r for u, r in explained.items() if len(r) == k}  # units with fewer distinct values than K
         ious = np.full((len(full), k), np.nan)  # (units, ranges)
@@ -274,6 +378,15 @@ class ConceptMonitor(Monitor):
         fallbacks = sum(r.method.startswith("beam (fallback") for rs in explained.values() for r in rs)
         scalars["n_beam_fallbacks"] = float(fallbacks)
         self.last_formulas = formulas
+        extra = extra or {}
+        if self.untrained_step is None:  # the first probe is the unspecialised baseline
+            self.untrained = {f"{u}/{r.range_index + 1}": (r.name, r.metrics.iou) for u, rs in explained.items()
+                              for r in rs}
+            self.untrained_step = self.step
+            if self.step > 0:
+                self.warn_once("untrained", f"the first concept probe ran at step {self.step}, not 0: the "
+                                            "untrained_* baseline describes a partly trained network.")
+        scalars.update(self._per_range_scalars(full, extra))
         if fallbacks:
             self.warn_once("fallback", f"{fallbacks} exact formula searches exceeded time_budget={self.time_budget} s "
                                        f"with {len(self.concept_names)} concepts and fell back to beam search "
@@ -282,7 +395,7 @@ class ConceptMonitor(Monitor):
             self.warn_once("inactive", f"units {inactive} of {self.layer!r} never activate on the probe set at step "
                                        f"{self.step}; they are reported, not explained.")
         report = Report(scalars=scalars)
-        report.texts["explanations"] = self._table_text(explained, inactive, fallbacks)
+        report.texts["explanations"] = self._table_text(explained, inactive, fallbacks, extra)
         if self.render_images and len(full):
             report.images["iou_per_range"] = heatmap_image(
                 ious, f"IoU of the best formula, step {self.step}", vmin=0.0, vmax=1.0, cmap="viridis",
@@ -290,15 +403,47 @@ class ConceptMonitor(Monitor):
             )
         return report
 
-    def _table_text(self, explained: dict[int, list[RangeExplanation]], inactive: list[int], fallbacks: int) -> str:
-        rows = [
-            [u, r.range_index + 1, f"[{r.low:.3g}, {r.high:.3g}]", r.name, r.metrics.iou, r.metrics.detection_accuracy,
-             r.metrics.activation_coverage, r.metrics.sample_coverage, r.metrics.explanation_coverage, r.method]
-            for u, ranges in explained.items() for r in ranges
-        ]
+    def _per_range_scalars(self, full: dict[int, list[RangeExplanation]],
+                           extra: dict[str, dict[str, float]]) -> dict[str, float]:
+        """Means over the units with all K ranges of the paper's per-range measures (NaN where none applies)."""
+        out: dict[str, float] = {}
+        for c in range(self.num_clusters):
+            keys = [f"{u}/{c + 1}" for u in full]
+            ranges = [rs[c] for rs in full.values()]
+            out[f"mask_size_range_{c + 1}"] = _nanmean([r.sizes.unit_mask_size for r in ranges if r.sizes])
+            applies = {"range_importance": self.range_importance and self._importance_ok,
+                       "label_masking": self._label_masking_applies()}  # tags only where the measure is defined
+            for name, field in (("range_importance", "importance"), ("label_masking", "label_masking")):
+                if applies[name]:
+                    out[f"{name}_range_{c + 1}"] = _nanmean([extra.get(k, {}).get(field, math.nan) for k in keys])
+            base = [self.untrained[k] for k in keys if k in self.untrained]
+            out[f"untrained_iou_range_{c + 1}"] = _nanmean([iou for _, iou in base])
+            now = [r.metrics.iou for k, r in zip(keys, ranges) if k in self.untrained]
+            out[f"iou_gain_over_untrained_range_{c + 1}"] = (_nanmean(now) - out[f"untrained_iou_range_{c + 1}"]
+                                                            if base else math.nan)
+            same = [self.untrained[k][0] == r.name for k, r in zip(keys, ranges) if k in self.untrained]
+            out[f"same_formula_as_untrained_range_{c + 1}"] = float(np.mean(same)) if same else math.nan
+        return out
+
+    def _table_text(self, explained: dict[int, list[RangeExplanation]], inactive: list[int], fallbacks: int,
+                    extra: dict[str, dict[str, float]] | None = None) -> str:
+        extra = extra or {}
+        rows = []
+        for u, ranges in explained.items():
+            for r in ranges:
+                key = f"{u}/{r.range_index + 1}"
+                more = extra.get(key, {})
+                rows.append([
+                    u, r.range_index + 1, f"[{r.low:.3g}, {r.high:.3g}]", r.name, r.metrics.iou,
+                    r.metrics.detection_accuracy, r.metrics.activation_coverage, r.metrics.sample_coverage,
+                    r.metrics.explanation_coverage, math.nan if r.sizes is None else r.sizes.unit_mask_size,
+                    math.nan if r.sizes is None else r.sizes.formula_mask_size, more.get("importance", math.nan),
+                    more.get("label_masking", math.nan), self.untrained.get(key, ("-", math.nan))[0], r.method,
+                ])
         text = markdown_table(
             ["unit", "range", "activations", "formula", "IoU", "detection acc.", "activation cov.", "sample cov.",
-             "explanation cov.", "search"], rows,
+             "explanation cov.", "mask size", "formula size", "importance", "label masking",
+             f"untrained formula (step {self.untrained_step})", "search"], rows,
         )
         notes = []
         if inactive:
@@ -321,6 +466,11 @@ class ConceptMonitor(Monitor):
                 f"specialisation {last['specialisation']:.3f}; {int(last['n_units_explained'])} of "
                 f"{len(self._units)} units explained (IoU >= {self.iou_threshold}), "
                 f"{int(last['n_inactive_units'])} inactive")
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
 
 
 def _real(value: Any) -> bool:

@@ -50,28 +50,47 @@ class InteractionMonitor(Monitor):
     problem for all samples and layers). For each named layer a linear softmax probe is fitted on the frozen
     layer features of the whole probe set; its log-odds on the masked inputs give v^(l).
 
-    Logs under ``probes/interactions/``: ``n_salient`` (salient interactions per sample, |I| > τ·max|I|,
-    first-order OR counted with first-order AND), ``n_salient_order_<k>`` (k = 1..n), ``mean_order``,
-    ``emerged`` / ``forgotten`` (vs the previous probe: new / (overlap + new) and forget / (overlap + forget) of the
-    strength-weighted terms, i.e. the share of today's salient strength that is new and of the previous one that
-    is gone), ``iou_previous``, ``objective`` (mean Σ|I|), ``clamped_fraction`` (masked outputs whose |v| hit the
-    clamp) and per layer ``<layer>/completeness``, ``<layer>/redundancy`` (mean over orders of the per-order
-    ratios vs the output), ``<layer>/iou`` and ``<layer>/probe_accuracy``. Pictures: sorted |I| (sparsity), the
-    order histogram, completeness and redundancy per order and layer; text: the strongest interactions of a few
-    samples as player sets.
+    Logs under ``probes/interactions/`` (three kinds of comparison, named by the tag):
+
+    - the output at this probe: ``n_salient`` (salient interactions per sample, |I| > τ·max|I|, first-order OR
+      counted with first-order AND), ``n_salient_order_<k>`` (k = 1..n), ``mean_order``, ``objective`` (mean
+      Σ|I|), ``clamped_fraction`` (masked outputs whose |v| hit the clamp);
+    - the solver: ``certified_gap_max`` / ``certified_gap_mean`` over all decomposed games (objective / dual
+      bound - 1: each reported decomposition is at most (1 + gap)× the sparsest one) and ``exact_fallback_fraction``
+      (games the first-order solver did not certify within ``solver_tol`` and the exact LP solved);
+    - over training *time*, the output now vs the output at the previous probe: ``emerged`` / ``forgotten``
+      (new / (overlap + new) and forget / (overlap + forget) of the strength-weighted terms, pooled over orders:
+      the share of today's salient strength that is new and of the previous one that is gone), ``iou_previous``;
+    - each layer *against the output*: ``<layer>/completeness``, ``<layer>/redundancy`` (pooled over orders,
+      the paper's per-layer figure), ``<layer>/completeness_mean_over_orders`` /
+      ``<layer>/redundancy_mean_over_orders`` (the mean of the per-order ratios, orders without a salient
+      interaction skipped), ``<layer>/iou`` and ``<layer>/probe_accuracy``;
+    - *adjacent layers* along the forward pass, in the order of ``layers`` and ending with the output (the
+      paper's layerwise change): ``<layer>/emerged_from_previous_layer`` (new / (overlap + new): the share of
+      this layer's salient strength absent from the previous layer) and ``<layer>/forgotten_from_previous_layer``
+      (forget / (overlap + forget): the share of the previous layer's that this layer drops), for every layer
+      after the first and for ``output``.
+
+    Pictures: sorted |I| (sparsity), the order histogram, completeness and redundancy per order and layer; text:
+    the strongest interactions of a few samples as player sets.
 
     Every rank computes the same figures (the decomposition is per sample and cheap to repeat).
 
     Args:
         players: the partition of one input into n players (:class:`~lightning_probes.measures.interactions.Players`,
             e.g. ``ImagePatches((4, 4), (8, 8), select=[...], flatten=True)``).
-        layers: module names whose outputs get a linear probe and their own interactions; none: output only.
+        layers: module names whose outputs get a linear probe and their own interactions, listed in forward order
+            (the adjacent-layer change compares each with the one before it, the output with the last); none:
+            output only.
         num_samples: probe samples whose interactions are extracted (each costs 2^n forward rows).
         tau: salience threshold as a fraction of each sample's max |I|.
         kappa: noise bound as a fraction of |v(N) - v(∅)|.
         max_players: refuse more players than this (2^n masked inputs and subsets per sample).
         baseline: masking value per input element (shape of one sample) or a scalar; default the probe-set mean.
-        solver_iterations: iteration cap of the batched AND-OR solver.
+        solver_iterations: iteration cap of the batched AND-OR solver (games still above ``solver_tol`` then go
+            to the exact LP: 0.2-8 s each at n = 10, so the cap is high; certified games stop early).
+        solver_tol: certified relative gap the solver must reach: every decomposition is at most
+            (1 + solver_tol)× the sparsest.
         forward_batch_size: masked inputs per forward pass (bounds memory).
         probe_l2: L2 weight of the layer probes.
         text_samples: samples shown in the strongest-interactions text.
@@ -96,7 +115,8 @@ class InteractionMonitor(Monitor):
         kappa: float = 0.04,
         max_players: int = 14,
         baseline: Tensor | float | None = None,
-        solver_iterations: int = 1000,
+        solver_iterations: int = 5000,
+        solver_tol: float = 0.01,
         forward_batch_size: int = 4096,
         probe_l2: float = 1e-3,
         text_samples: int = 3,
@@ -134,6 +154,8 @@ class InteractionMonitor(Monitor):
                              ("text_samples", text_samples), ("top_k", top_k)):
             if not isinstance(value, int) or value < (0 if label == "text_samples" else 1):
                 raise ValueError(f"{label} must be a positive integer, got {value!r}.")
+        if not _real(solver_tol) or not 0 < solver_tol < 1:
+            raise ValueError(f"solver_tol is a relative gap in (0, 1), got {solver_tol!r}.")
         if not _real(probe_l2) or not (probe_l2 >= 0 and math.isfinite(probe_l2)):
             raise ValueError(f"probe_l2 must be a finite number ≥ 0, got {probe_l2!r}.")
         if baseline is not None:
@@ -152,6 +174,7 @@ class InteractionMonitor(Monitor):
         self.max_players = max_players
         self.baseline = baseline
         self.solver_iterations = solver_iterations
+        self.solver_tol = solver_tol
         self.forward_batch_size = forward_batch_size
         self.probe_l2 = probe_l2
         self.text_samples = text_samples
@@ -233,9 +256,9 @@ class InteractionMonitor(Monitor):
         layer_probes = self._fit_layer_probes(pl_module, x_all, y_all)
         games = self._games(pl_module, x, y, baseline, layer_probes)  # source -> v (B, 2^n)
         stacked = torch.cat(list(games.values()))  # (S·B, 2^n): one batched decomposition
-        result = sparse_and_or(stacked, self.kappa, max_iter=self.solver_iterations)
+        result = sparse_and_or(stacked, self.kappa, max_iter=self.solver_iterations, tol=self.solver_tol)
         per_source = _split(result, list(games), len(x), self.tau)
-        report = Report(scalars=self._scalars(per_source, layer_probes))
+        report = Report(scalars={**self._scalars(per_source, layer_probes), **_solver_scalars(result)})
         if self.render_images:
             self._pictures(report, per_source)
         return report
@@ -325,10 +348,19 @@ class InteractionMonitor(Monitor):
             self.last_by_order[name] = {
                 "completeness": change.completeness.cpu(), "redundancy": change.redundancy.cpu()
             }
-            scalars[f"{name}/completeness"] = _nan_to_num(torch.nanmean(change.completeness[1:]))
-            scalars[f"{name}/redundancy"] = _nan_to_num(torch.nanmean(change.redundancy[1:]))
+            scalars[f"{name}/completeness"] = _nan_to_num(change.pooled_completeness)
+            scalars[f"{name}/redundancy"] = _nan_to_num(change.pooled_redundancy)
+            scalars[f"{name}/completeness_mean_over_orders"] = _nan_to_num(torch.nanmean(change.completeness[1:]))
+            scalars[f"{name}/redundancy_mean_over_orders"] = _nan_to_num(torch.nanmean(change.redundancy[1:]))
             scalars[f"{name}/iou"] = _nan_to_num(salient_iou(layer["mask"], out["mask"]).mean())
             scalars[f"{name}/probe_accuracy"] = float(probes[name].accuracy)
+        chain = [*self.layers, OUTPUT]  # forward order: each source against the one before it
+        for before, after in zip(chain, chain[1:]):
+            prev, this = per_source[before], per_source[after]
+            change = interaction_change((prev["i_and"], prev["i_or"]), (this["i_and"], this["i_or"]),
+                                        prev["mask"], this["mask"])  # previous layer -> this one
+            scalars[f"{after}/emerged_from_previous_layer"] = _ratio(change.new.sum(), change.overlap.sum())
+            scalars[f"{after}/forgotten_from_previous_layer"] = _ratio(change.forget.sum(), change.overlap.sum())
         return scalars
 
     # ------------------------------------------------------------------ pictures and text
@@ -391,6 +423,14 @@ def _split(result: AndOrDecomposition, sources: list[str], per: int, tau: float)
             "i_and": i_and, "i_or": i_or, "mask": salient_mask(i_and, i_or, tau), "objective": result.objective[rows]
         }
     return out
+
+
+def _solver_scalars(result: AndOrDecomposition) -> dict[str, float]:
+    """How far from the sparsest decomposition the reported ones can be, over all games of this probe."""
+    gap = result.relative_gap
+    exact = result.exact if result.exact is not None else torch.zeros_like(gap, dtype=torch.bool)
+    return {"certified_gap_max": float(gap.max()), "certified_gap_mean": float(gap.mean()),
+            "exact_fallback_fraction": float(exact.double().mean())}
 
 
 def _real(value: Any) -> bool:
