@@ -15,7 +15,8 @@ from lightning_probes.monitors.interaction_basis import InteractionBasisMonitor,
 from lightning_probes.schedules import every
 
 LAYERS = ["features.0", "features.2", "classifier"]
-SCALARS = ["n_directions", "n_directions_pca", "edges_90", "edges_90_pca", "edges_99", "edges_99_pca"]
+SCALARS = ["n_directions", "n_directions_pca", "edges_90", "edges_90_pca", "edges_99", "edges_99_pca",
+           "constant_edge_share", "constant_edge_share_pca", "constant_lambda"]
 
 
 def small_model():
@@ -70,12 +71,30 @@ def test_logged_figures_equal_the_measure_run_by_hand(tmp_path):
         acts = [x]
         for s in sections:
             acts.append(s(acts[-1]))
-    graph = interaction_graph(sections, acts)
+    graph = interaction_graph(sections, acts)  # defaults: raw logits at the output, plain gradients
+    last = len(LAYERS) - 1
     for l, layer in enumerate(LAYERS):
-        assert logged[f"{layer}/n_directions"] == graph.bases.lib[l].n_directions
-        assert logged[f"{layer}/n_directions_pca"] == graph.bases.pca[l].n_directions
-        assert logged[f"{layer}/edges_90"] == edges_for_mass(graph.lib_edges[l], 0.9)
-        assert logged[f"{layer}/edges_99_pca"] == edges_for_mass(graph.pca_edges[l], 0.99)
+        lib, pca = graph.bases.lib[l], graph.bases.pca[l]
+        # the constant direction is column 0 of both bases, its feature constant over the probe set, and apart
+        assert lib.constant and pca.constant
+        features = lib.features(acts[l])
+        assert float(features[:, 0].std()) < 1e-9 * float(features[:, 0].abs().mean())
+        assert logged[f"{layer}/constant_lambda"] == pytest.approx(float(features[0, 0]) ** 2)
+        assert logged[f"{layer}/n_directions"] == lib.n_directions - 1
+        assert logged[f"{layer}/n_directions_pca"] == pca.n_directions - 1
+        # counts over the data directions: the constant's column, and its row unless the next node is the logits
+        rows = slice(0, None) if l == last else slice(1, None)
+        E_lib, E_pca = graph.lib_edges[l], graph.pca_edges[l]
+        assert logged[f"{layer}/edges_90"] == edges_for_mass(E_lib[rows, 1:], 0.9)
+        assert logged[f"{layer}/edges_99_pca"] == edges_for_mass(E_pca[rows, 1:], 0.99)
+        for key, E in (("constant_edge_share", E_lib), ("constant_edge_share_pca", E_pca)):
+            share = 1 - float(E[rows, 1:].sum() / E.sum())
+            assert logged[f"{layer}/{key}"] == pytest.approx(share, rel=1e-9)
+        # at initialisation the constant→constant edge holds almost all of the mass (the biases): apart now
+        if l < last:
+            assert float(E_lib[0, 0] / E_lib.sum()) > 0.5
+            assert logged[f"{layer}/edges_90"] > 1
+    assert graph.lib_edges[-1].shape[0] == 10  # raw logits: ten rows, no constant
 
 
 def test_find_sections_of_the_mlp_are_the_module_runs_between_node_points():
