@@ -266,6 +266,19 @@ def bench_integrated(label: str, sections: list[nn.Module], x: torch.Tensor, poi
               f"{angle:.2f}°")
 
 
+def bench_output_basis(label: str, sections: list[nn.Module], x: torch.Tensor) -> None:
+    """What the output basis changes upstream: raw logits (the paper's) vs their PCA (centred, with the constant)."""
+    acts = _activations(sections, x)
+    raw, pca = _after(sections, acts), _after(sections, acts, final_basis="pca")
+    print(f"{label}: output basis raw logits vs PCA of the logits, N={len(x)}")
+    for l in range(len(sections) - 1):  # the hidden node layers (the last one's edges end in different bases)
+        k = min(10, raw["dirs"][l], pca["dirs"][l])
+        angle = _largest_angle_degrees(raw["graph"].bases.lib[l].C, pca["graph"].bases.lib[l].C, k)
+        print(f"  node {l}: LIB dirs {raw['dirs'][l]} vs {pca['dirs'][l]} | edges_90 {raw['e90'][l]} vs "
+              f"{pca['e90'][l]} | Λ₀ {raw['lambda0'][l]:.3g} vs {pca['lambda0'][l]:.3g} | largest angle, top-{k} "
+              f"spans {angle:.2f}°")
+
+
 def bench_integrated_autograd_cost(n: int = 512, width: int = 100, points: int = 16) -> None:
     """The autograd route (any section that is not Linear + elementwise): integrated costs ~points× plain."""
     torch.manual_seed(0)
@@ -324,6 +337,7 @@ if __name__ == "__main__":
     bench_before_after("digits MLP 64-256-256-10 after 300 SGD steps", *_digits_net(steps=300))
     sections, x, accuracy = _modular_net()
     bench_before_after(f"modular addition mod 23, 46-128-128-23 ReLU (accuracy {accuracy:.0%})", sections, x)
+    bench_output_basis("digits MLP 64-256-256-10 after 300 SGD steps", *_digits_net(steps=300))
     bench_integrated("digits MLP ReLU after 300 steps", *_digits_net(steps=300))
     bench_integrated("digits MLP GELU after 300 steps", *_digits_net(activation="gelu", steps=300))
     bench_integrated(f"modular addition mod 23 ReLU", sections, x)

@@ -202,9 +202,19 @@ def test_final_basis_options_are_what_they_say():
     pca = bases.lib[-1]
     assert pca is bases.pca[-1] and pca.constant
     torch.testing.assert_close(pca.features(acts[-1])[:, 1:].mean(0), torch.zeros(3, dtype=F64))  # centred
-    # the output basis moves the hidden LIB: the paper's raw logits vs the centred PCA
-    hidden = [interaction_basis(sections, acts, final_basis=b).lib[1].eigenvalues for b in ("logits", "pca")]
-    assert not torch.allclose(hidden[0], hidden[1])
+    # with the constant apart, the hidden data directions do not depend on the output basis: rotating the output
+    # leaves JᵀJ unchanged and centring touches only the constant's column. Λ₀ does: ‖m‖², 1 and 1 + ‖m‖² (the
+    # mean logits m reach the raw logits; the constant coordinate passes through unchanged)
+    m2 = acts[-1].mean(0).square().sum()
+    hidden = {b: interaction_basis(sections, acts, final_basis=b).lib for b in ("logits", "pca", "identity")}
+    for l in (0, 1):
+        for b in ("pca", "identity"):
+            torch.testing.assert_close(hidden[b][l].spectrum, hidden["logits"][l].spectrum)
+            got, want = hidden[b][l].C[:, 1:], hidden["logits"][l].C[:, 1:]
+            torch.testing.assert_close(_aligned(got, want), want)
+    torch.testing.assert_close(hidden["logits"][1].constant_eigenvalue, m2)
+    torch.testing.assert_close(hidden["pca"][1].constant_eigenvalue, torch.tensor(1.0, dtype=F64))
+    torch.testing.assert_close(hidden["identity"][1].constant_eigenvalue, 1 + m2)
     with pytest.raises(ValueError, match="'logits'"):
         interaction_basis(sections, acts, final_basis="raw")
 
