@@ -42,9 +42,9 @@ in ``bias`` multiplied by the constant coordinate c, and c is passed through to 
 network with its biases folded into the weights, as in the paper. A plain function (not an ``nn.Module``) has
 no visible biases: its internal constants are held fixed (so it is not homogeneous along the path).
 
-Jacobians use ``torch.func`` (vmap over samples of jacrev / jacfwd), in sample chunks bounded by
-``max_jacobian_elements`` so memory does not grow with N; M' is accumulated in float64 and every
-eigen-problem runs in float64.
+Jacobians use ``torch.func`` (vmap over samples of jacrev / jacfwd) or a closed form for dense sections, in
+sample chunks of at most 2^20 entries (and ``max_jacobian_elements``) so memory does not grow with N; M' is
+accumulated in float64 and every eigen-problem runs in float64.
 
 Symbols: N samples; p_l the width of node layer l (flattened); k_l the number of directions kept.
 """
