@@ -291,9 +291,9 @@ def bench_integrated_autograd_cost(n: int = 512, width: int = 100, points: int =
     dense_p = median_seconds(lambda: list(lib_jacobians(section, x, C)), 3)
     dense_i = median_seconds(lambda: list(lib_jacobians(section, x, C, gradients="integrated",
                                                         integration_points=points)), 3)
-    print(f"Jacobians N={n}, {width}->{width} Linear+GELU, {points} points: autograd route plain {plain * 1e3:.0f} ms, "
-          f"integrated {integrated * 1e3:.0f} ms ({integrated / plain:.1f}x); closed form plain {dense_p * 1e3:.0f} ms, "
-          f"integrated {dense_i * 1e3:.0f} ms ({dense_i / dense_p:.2f}x)")
+    print(f"Jacobians N={n}, {width}->{width} Linear+GELU, {points} points: autograd route plain "
+          f"{plain * 1e3:.0f} ms, integrated {integrated * 1e3:.0f} ms ({integrated / plain:.1f}x); closed form plain "
+          f"{dense_p * 1e3:.0f} ms, integrated {dense_i * 1e3:.0f} ms ({dense_i / dense_p:.2f}x)")
 
 
 # ---------------------------------------------------------------- memory

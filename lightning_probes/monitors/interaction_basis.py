@@ -315,7 +315,8 @@ class InteractionBasisMonitor(Monitor):
             lines.append(f"[lib]   {layer}: directions {g('n_directions')} vs {g('n_directions_pca')}, "
                          f"edges 90% {g('edges_90')} vs {g('edges_90_pca')}, "
                          f"edges 99% {g('edges_99')} vs {g('edges_99_pca')}, constant's edge share "
-                         f"{last[f'{layer}/constant_edge_share']:.1%} vs {last[f'{layer}/constant_edge_share_pca']:.1%}")
+                         f"{last[f'{layer}/constant_edge_share']:.1%} vs "
+                         f"{last[f'{layer}/constant_edge_share_pca']:.1%}")
         return "\n".join(lines)
 
 
