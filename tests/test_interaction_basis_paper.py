@@ -15,7 +15,6 @@ from lightning_probes.measures.interaction_basis import (
     constant_edge_share,
     data_edges,
     interaction_basis,
-    interaction_edges,
     interaction_graph,
     lib_jacobians,
     path_quadrature,
