@@ -11,11 +11,25 @@ Run: ``python benchmarks/interaction_basis.py``. Prints
    net, then one probe of InteractionBasisMonitor inside ``Trainer.fit`` on a trained net (scalars only, with
    pictures, with pictures and the ablation curve).
 
+3. before / after issue 20 on the digits MLP 64-256-256-10 (at initialisation and trained) and on a
+   modular-addition MLP (one-hot (a, b) mod 23, 46-128-128-23, trained for a few seconds): the first version
+   (all of M diagonalised so the constant mixes into the data directions, PCA of the logits at the output,
+   counts over every edge) against the paper's recipe as now (constant direction apart, raw logits, counts over
+   the data directions, the constant's edge share apart): directions kept, edges_90 / edges_99, Λ;
+4. plain vs integrated gradients (Gauss–Legendre, 16 points) on the digits MLP with ReLU (equal: the path
+   α·f keeps a bias-folded ReLU net homogeneous) and with GELU (different): counts, Λ, the largest principal
+   angle between the LIB spans, and the cost of each (closed-form route and autograd route);
+5. peak memory a probe adds (VmHWM in a fresh process), ``--memory`` runs only that.
+
 Timings are medians of a few repeats measured in this run; nothing is compared with stored numbers.
 """
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
+import time
 
 import torch
 from torch import nn
@@ -23,8 +37,10 @@ from torch import nn
 from _timing import median_seconds
 
 from lightning_probes.measures.interaction_basis import (
+    _backward_pass,
     augment,
     edges_for_mass,
+    interaction_edges,
     interaction_graph,
     lib_jacobians,
 )
@@ -116,8 +132,214 @@ def bench_monitor_probe(n: int = 512) -> None:
               f"{[int(last[f'{l}/n_directions_pca']) for l in monitor.layers]}")
 
 
+# ---------------------------------------------------------------- before / after issue 20
+
+
+def _digits_net(activation: str = "relu", steps: int = 300, n: int = 512) -> tuple[list[nn.Module], torch.Tensor]:
+    """The digits MLP 64-256-256-10 trained by plain SGD for ``steps`` full-batch-of-128 steps; its sections and
+    N probe inputs."""
+    from lightning_probes.datasets import load_digits_tensors
+    from lightning_probes.models import MLPClassifier
+
+    torch.manual_seed(0)
+    model = MLPClassifier(in_features=64, hidden=(256, 256), num_classes=10, activation=activation)
+    x, y = load_digits_tensors()
+    x = x.float()
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(steps):
+        batch = torch.randint(0, len(x), (128,))
+        loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    f = model.features
+    return [f[0:2], f[2:4], model.classifier], x[:n]
+
+
+def _modular_net(p: int = 23, seconds: float = 4.0) -> tuple[list[nn.Module], torch.Tensor, float]:
+    """One-hot (a, b) -> (a + b) mod p, a 2p-128-128-p ReLU MLP trained with AdamW on all p² pairs for a few
+    seconds; its sections, the p² inputs and the final accuracy."""
+    torch.manual_seed(0)
+    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
+    a, b = a.reshape(-1), b.reshape(-1)
+    x = torch.cat([nn.functional.one_hot(a, p), nn.functional.one_hot(b, p)], dim=1).float()  # (p², 2p)
+    y = (a + b) % p
+    sections = [nn.Sequential(nn.Linear(2 * p, 128), nn.ReLU()), nn.Sequential(nn.Linear(128, 128), nn.ReLU()),
+                nn.Linear(128, p)]
+    model = nn.Sequential(*sections)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2)
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        accuracy = float((model(x).argmax(1) == y).float().mean())
+    return sections, x, accuracy
+
+
+def _activations(sections: list[nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
+    acts = [x]
+    with torch.no_grad():
+        for s in sections:
+            acts.append(s(acts[-1]))
+    return acts
+
+
+def _before(sections, acts) -> dict[str, list]:
+    """The first version: all of M diagonalised, PCA of the logits at the output, counts over every edge (the
+    constant direction included)."""
+    bases, _ = _backward_pass(sections, acts, 1e-6, "pca", 2**24, True, False, mix_constant=True)
+    lib, pca = interaction_edges(sections, acts, bases.lib), interaction_edges(sections, acts, bases.pca)
+    return {
+        "dirs": [b.n_directions for b in bases.lib[:-1]], "dirs_pca": [b.n_directions for b in bases.pca[:-1]],
+        "e90": [edges_for_mass(e, 0.9) for e in lib], "e99": [edges_for_mass(e, 0.99) for e in lib],
+        "e90_pca": [edges_for_mass(e, 0.9) for e in pca], "e99_pca": [edges_for_mass(e, 0.99) for e in pca],
+        "lambda": [b.eigenvalues for b in bases.lib[:-1]],
+    }
+
+
+def _after(sections, acts, **options) -> dict[str, list]:
+    from lightning_probes.monitors.interaction_basis import layer_scalars
+
+    graph = interaction_graph(sections, acts, **options)
+    names = [str(l) for l in range(len(sections))]
+    s = layer_scalars(graph, names)
+    pick = lambda key: [s[f"{n}/{key}"] for n in names]  # noqa: E731
+    return {
+        "dirs": [int(v) for v in pick("n_directions")], "dirs_pca": [int(v) for v in pick("n_directions_pca")],
+        "e90": [int(v) for v in pick("edges_90")], "e99": [int(v) for v in pick("edges_99")],
+        "e90_pca": [int(v) for v in pick("edges_90_pca")], "e99_pca": [int(v) for v in pick("edges_99_pca")],
+        "share": pick("constant_edge_share"), "share_pca": pick("constant_edge_share_pca"),
+        "lambda0": pick("constant_lambda"), "lambda": [b.eigenvalues[1:] if b.constant else b.eigenvalues
+                                                        for b in graph.bases.lib[:-1]],
+        "graph": graph,
+    }
+
+
+def bench_before_after(label: str, sections: list[nn.Module], x: torch.Tensor) -> None:
+    acts = _activations(sections, x)
+    old, new = _before(sections, acts), _after(sections, acts)
+    print(f"{label} (N={len(x)}): before (all of M, PCA output, constant counted) -> after (constant apart, raw "
+          "logits, data directions counted)")
+    for l in range(len(sections)):
+        lam_old, lam_new = old["lambda"][l], new["lambda"][l]
+        top = min(5, len(lam_old), len(lam_new))
+        print(f"  node {l}: LIB dirs {old['dirs'][l]} -> {new['dirs'][l]} (+ constant) | PCA dirs "
+              f"{old['dirs_pca'][l]} -> {new['dirs_pca'][l]} | edges_90 LIB {old['e90'][l]} -> {new['e90'][l]}, "
+              f"PCA {old['e90_pca'][l]} -> {new['e90_pca'][l]} | edges_99 LIB {old['e99'][l]} -> {new['e99'][l]}, "
+              f"PCA {old['e99_pca'][l]} -> {new['e99_pca'][l]}")
+        print(f"          constant's edge share LIB {new['share'][l]:.1%}, PCA {new['share_pca'][l]:.1%}; "
+              f"Λ₀ = {new['lambda0'][l]:.4g}; top Λ before {_fmt(lam_old[:top])} after {_fmt(lam_new[:top])}")
+
+
+def _fmt(values: torch.Tensor) -> str:
+    return "[" + ", ".join(f"{float(v):.3g}" for v in values) + "]"
+
+
+def _largest_angle_degrees(C1: torch.Tensor, C2: torch.Tensor, k: int) -> float:
+    """Largest principal angle between the spans of the top-k data directions of two LIB bases."""
+    q1, _ = torch.linalg.qr(C1[1:, 1 : k + 1])
+    q2, _ = torch.linalg.qr(C2[1:, 1 : k + 1])
+    cosines = torch.linalg.svdvals(q1.T @ q2).clamp(max=1.0)
+    return math.degrees(math.acos(float(cosines.min())))
+
+
+def bench_integrated(label: str, sections: list[nn.Module], x: torch.Tensor, points: int = 16) -> None:
+    acts = _activations(sections, x)
+    plain, integrated = _after(sections, acts), _after(sections, acts, gradients="integrated",
+                                                      integration_points=points)
+    t_plain = median_seconds(lambda: interaction_graph(sections, acts), 3)
+    t_int = median_seconds(lambda: interaction_graph(sections, acts, gradients="integrated",
+                                                     integration_points=points), 3)
+    print(f"{label}: plain vs integrated ({points} Gauss–Legendre points), N={len(x)}; one probe "
+          f"{t_plain * 1e3:.0f} ms vs {t_int * 1e3:.0f} ms ({t_int / t_plain:.2f}x)")
+    for l in range(len(sections)):
+        lp, li = plain["lambda"][l], integrated["lambda"][l]
+        top = min(len(lp), len(li))
+        change = float(((li[:top] - lp[:top]).abs() / lp[:top]).max()) if top else 0.0
+        k = min(10, plain["dirs"][l], integrated["dirs"][l])
+        angle = _largest_angle_degrees(plain["graph"].bases.lib[l].C, integrated["graph"].bases.lib[l].C, k)
+        print(f"  node {l}: LIB dirs {plain['dirs'][l]} vs {integrated['dirs'][l]} | edges_90 {plain['e90'][l]} vs "
+              f"{integrated['e90'][l]} | Λ max rel. change {change:.2e} | largest angle, top-{k} spans "
+              f"{angle:.2f}°")
+
+
+def bench_output_basis(label: str, sections: list[nn.Module], x: torch.Tensor) -> None:
+    """What the output basis changes upstream: raw logits (the paper's) vs their PCA (centred, with the constant)."""
+    acts = _activations(sections, x)
+    raw, pca = _after(sections, acts), _after(sections, acts, final_basis="pca")
+    print(f"{label}: output basis raw logits vs PCA of the logits, N={len(x)}")
+    for l in range(len(sections) - 1):  # the hidden node layers (the last one's edges end in different bases)
+        k = min(10, raw["dirs"][l], pca["dirs"][l])
+        angle = _largest_angle_degrees(raw["graph"].bases.lib[l].C, pca["graph"].bases.lib[l].C, k)
+        print(f"  node {l}: LIB dirs {raw['dirs'][l]} vs {pca['dirs'][l]} | edges_90 {raw['e90'][l]} vs "
+              f"{pca['e90'][l]} | Λ₀ {raw['lambda0'][l]:.3g} vs {pca['lambda0'][l]:.3g} | largest angle, top-{k} "
+              f"spans {angle:.2f}°")
+
+
+def bench_integrated_autograd_cost(n: int = 512, width: int = 100, points: int = 16) -> None:
+    """The autograd route (any section that is not Linear + elementwise): integrated costs ~points× plain."""
+    torch.manual_seed(0)
+    section = nn.Sequential(nn.Linear(width, width), nn.GELU())
+    x = torch.randn(n, width)
+    C = torch.randn(width + 1, width + 1) / width**0.5
+    plain = median_seconds(lambda: list(lib_jacobians(section, x, C, mode="rev")), 3)
+    integrated = median_seconds(lambda: list(lib_jacobians(section, x, C, mode="rev", gradients="integrated",
+                                                           integration_points=points)), 3)
+    dense_p = median_seconds(lambda: list(lib_jacobians(section, x, C)), 3)
+    dense_i = median_seconds(lambda: list(lib_jacobians(section, x, C, gradients="integrated",
+                                                        integration_points=points)), 3)
+    print(f"Jacobians N={n}, {width}->{width} Linear+GELU, {points} points: autograd route plain "
+          f"{plain * 1e3:.0f} ms, integrated {integrated * 1e3:.0f} ms ({integrated / plain:.1f}x); closed form plain "
+          f"{dense_p * 1e3:.0f} ms, integrated {dense_i * 1e3:.0f} ms ({dense_i / dense_p:.2f}x)")
+
+
+# ---------------------------------------------------------------- memory
+
+
+def _peak_rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+
+def memory_probe() -> None:
+    """In this (fresh) process: peak RSS that one LIB probe of the digits MLP (N=256, as the overhead grid's row)
+    adds on top of the net, its activations and a warm-up of torch."""
+    sections, x = _digits_net(steps=0, n=256)
+    acts = _activations(sections, x)
+    tiny = [nn.Sequential(nn.Linear(4, 3), nn.ReLU())]
+    interaction_graph(tiny, _activations(tiny, torch.randn(8, 4)))  # warm the code paths (and lazy imports)
+    before = _peak_rss_kib()
+    start = time.perf_counter()
+    interaction_graph(sections, acts)
+    seconds = time.perf_counter() - start
+    print(f"MEMORY {(_peak_rss_kib() - before) / 1024:.1f} MiB {seconds:.3f} s")
+
+
+def bench_memory() -> None:
+    out = subprocess.run([sys.executable, __file__, "--memory"], capture_output=True, text=True, check=True).stdout
+    mib, seconds = out.split()[1], out.split()[3]
+    print(f"Peak memory one LIB probe of the digits MLP 64-256-256-10 adds (N=256, fresh process, VmHWM): {mib} MiB "
+          f"(target <= 150 MiB) in {float(seconds):.2f} s")
+
+
 if __name__ == "__main__":
+    if "--memory" in sys.argv:
+        memory_probe()
+        sys.exit()
     for n, width in [(16, 200), (64, 100), (512, 100), (512, 30)]:
         bench_jacobians(n, width, width)
     bench_digits_probe()
     bench_monitor_probe()
+    bench_before_after("digits MLP 64-256-256-10 at initialisation", *_digits_net(steps=0))
+    bench_before_after("digits MLP 64-256-256-10 after 300 SGD steps", *_digits_net(steps=300))
+    sections, x, accuracy = _modular_net()
+    bench_before_after(f"modular addition mod 23, 46-128-128-23 ReLU (accuracy {accuracy:.0%})", sections, x)
+    bench_output_basis("digits MLP 64-256-256-10 after 300 SGD steps", *_digits_net(steps=300))
+    bench_integrated("digits MLP ReLU after 300 steps", *_digits_net(steps=300))
+    bench_integrated("digits MLP GELU after 300 steps", *_digits_net(activation="gelu", steps=300))
+    bench_integrated(f"modular addition mod 23 ReLU", sections, x)
+    bench_integrated_autograd_cost()
+    bench_memory()

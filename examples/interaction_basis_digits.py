@@ -47,12 +47,14 @@ def main() -> None:
     test = trainer.test(model, data, verbose=False)[0]
 
     step, last = monitor.history[-1]
-    print(f"\nLocal Interaction Basis at step {step} (counts include the constant direction):")
-    print(f"  {'layer':<12}{'LIB dirs':>9}{'PCA dirs':>9}{'edges90 LIB':>13}{'PCA':>7}{'edges99 LIB':>13}{'PCA':>7}")
+    print(f"\nLocal Interaction Basis at step {step} (data directions; the constant direction apart):")
+    print(f"  {'layer':<12}{'LIB dirs':>9}{'PCA dirs':>9}{'edges90 LIB':>13}{'PCA':>7}{'edges99 LIB':>13}{'PCA':>7}"
+          f"{'constant share':>16}")
     for layer in monitor.layers:
         g = lambda key: int(last[f"{layer}/{key}"])  # noqa: E731
         print(f"  {layer:<12}{g('n_directions'):>9}{g('n_directions_pca'):>9}{g('edges_90'):>13}"
-              f"{g('edges_90_pca'):>7}{g('edges_99'):>13}{g('edges_99_pca'):>7}")
+              f"{g('edges_90_pca'):>7}{g('edges_99'):>13}{g('edges_99_pca'):>7}"
+              f"{last[f'{layer}/constant_edge_share']:>16.1%}")
     print(f"test accuracy: {test['test/acc']:.4f}")
     print(f"TensorBoard logs: {logger.log_dir}   ->   tensorboard --logdir {args.logdir}")
 

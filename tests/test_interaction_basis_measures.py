@@ -89,7 +89,7 @@ def test_deep_linear_every_layer_lib_features_follow_svd_of_product_times_data()
     g = torch.Generator().manual_seed(3)
     a0 = torch.randn(300, 4, generator=g, dtype=F64) @ torch.randn(4, 4, generator=g, dtype=F64)
     acts = _forward(layers, a0 - a0.mean(0))
-    bases = interaction_basis(layers, acts)
+    bases = interaction_basis(layers, acts, final_basis="pca")  # the output's constant keeps Λ₀ = 1 upstream
     for l in range(len(layers)):
         a, basis, P = acts[l], bases.lib[l], _downstream(layers, l)
         d, u = torch.linalg.eigh(a.T @ a / len(a))
@@ -294,7 +294,10 @@ def test_M_in_whitened_coordinates_equals_direct_autograd_and_centred_gram_block
     for w in f @ pca.R:
         Jw = torch.autograd.functional.jacobian(lambda w: by_hand(pca.R_left_inverse.T @ w) @ C1, w)
         M += Jw.T @ Jw / len(f)
-    torch.testing.assert_close(bases.lib[0].spectrum, torch.linalg.eigvalsh(M).flip(0))
+    # the constant direction (whitened coordinate 0) is kept apart: Λ₀ = M[0, 0], the rest from M[1:, 1:]
+    assert bases.lib[0].constant
+    torch.testing.assert_close(bases.lib[0].constant_eigenvalue, M[0, 0])
+    torch.testing.assert_close(bases.lib[0].spectrum, torch.linalg.eigvalsh(M[1:, 1:]).flip(0))
     # C = R V Λ^{1/2}: the LIB features reproduce M's eigenbasis: E[f̂ f̂ᵀ] = Λ (whitened w has E[w wᵀ] = I)
     fh = bases.lib[0].features(a)
     torch.testing.assert_close(fh.T @ fh / len(fh), torch.diag(bases.lib[0].eigenvalues))
@@ -394,7 +397,8 @@ def test_interaction_graph_equals_bases_then_edges_with_and_without_jacobian_reu
     sections = _net([4, 6, 5, 3], seed=14)
     acts = _forward(sections, torch.randn(50, 4, dtype=F64))
     bases = interaction_basis(sections, acts)
-    lib, pca = interaction_edges(sections, acts, bases.lib), interaction_edges(sections, acts, bases.pca)
+    lib = interaction_edges(sections, acts, bases.lib)
+    pca = interaction_edges(sections, acts, [*bases.pca[:-1], bases.lib[-1]])  # both graphs end at the logits
     for budget in (2**24, 40):  # everything kept for reuse / recomputed in small chunks
         with pytest.warns(UserWarning) if budget == 40 else _no_warning():
             graph = interaction_graph(sections, acts, max_jacobian_elements=budget)

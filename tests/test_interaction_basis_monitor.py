@@ -15,7 +15,8 @@ from lightning_probes.monitors.interaction_basis import InteractionBasisMonitor,
 from lightning_probes.schedules import every
 
 LAYERS = ["features.0", "features.2", "classifier"]
-SCALARS = ["n_directions", "n_directions_pca", "edges_90", "edges_90_pca", "edges_99", "edges_99_pca"]
+SCALARS = ["n_directions", "n_directions_pca", "edges_90", "edges_90_pca", "edges_99", "edges_99_pca",
+           "constant_edge_share", "constant_edge_share_pca", "constant_lambda"]
 
 
 def small_model():
@@ -70,12 +71,30 @@ def test_logged_figures_equal_the_measure_run_by_hand(tmp_path):
         acts = [x]
         for s in sections:
             acts.append(s(acts[-1]))
-    graph = interaction_graph(sections, acts)
+    graph = interaction_graph(sections, acts)  # defaults: raw logits at the output, plain gradients
+    last = len(LAYERS) - 1
     for l, layer in enumerate(LAYERS):
-        assert logged[f"{layer}/n_directions"] == graph.bases.lib[l].n_directions
-        assert logged[f"{layer}/n_directions_pca"] == graph.bases.pca[l].n_directions
-        assert logged[f"{layer}/edges_90"] == edges_for_mass(graph.lib_edges[l], 0.9)
-        assert logged[f"{layer}/edges_99_pca"] == edges_for_mass(graph.pca_edges[l], 0.99)
+        lib, pca = graph.bases.lib[l], graph.bases.pca[l]
+        # the constant direction is column 0 of both bases, its feature constant over the probe set, and apart
+        assert lib.constant and pca.constant
+        features = lib.features(acts[l])
+        assert float(features[:, 0].std()) < 1e-9 * float(features[:, 0].abs().mean())
+        assert logged[f"{layer}/constant_lambda"] == pytest.approx(float(features[0, 0]) ** 2)
+        assert logged[f"{layer}/n_directions"] == lib.n_directions - 1
+        assert logged[f"{layer}/n_directions_pca"] == pca.n_directions - 1
+        # counts over the data directions: the constant's column, and its row unless the next node is the logits
+        rows = slice(0, None) if l == last else slice(1, None)
+        E_lib, E_pca = graph.lib_edges[l], graph.pca_edges[l]
+        assert logged[f"{layer}/edges_90"] == edges_for_mass(E_lib[rows, 1:], 0.9)
+        assert logged[f"{layer}/edges_99_pca"] == edges_for_mass(E_pca[rows, 1:], 0.99)
+        for key, E in (("constant_edge_share", E_lib), ("constant_edge_share_pca", E_pca)):
+            share = 1 - float(E[rows, 1:].sum() / E.sum())
+            assert logged[f"{layer}/{key}"] == pytest.approx(share, rel=1e-9)
+        # at initialisation the constant→constant edge holds almost all of the mass (the biases): apart now
+        if l < last:
+            assert float(E_lib[0, 0] / E_lib.sum()) > 0.5
+            assert logged[f"{layer}/edges_90"] > 1
+    assert graph.lib_edges[-1].shape[0] == 10  # raw logits: ten rows, no constant
 
 
 def test_find_sections_of_the_mlp_are_the_module_runs_between_node_points():
@@ -164,7 +183,9 @@ def test_unknown_layer_lists_the_module_names(tmp_path):
 @pytest.mark.parametrize("bad", [dict(layers=[]), dict(layers="classifier"), dict(layers=["a", "a"]),
                                  dict(truncation=0.0), dict(truncation=float("nan")), dict(num_samples=1),
                                  dict(final_basis="svd"), dict(sections=["classifier"]),
-                                 dict(max_jacobian_elements=0), dict(max_samples=10), dict(schedule="often")])
+                                 dict(max_jacobian_elements=0), dict(max_samples=10), dict(schedule="often"),
+                                 dict(final_basis="raw"), dict(gradients="smooth"), dict(integration_points=0),
+                                 dict(integration_points=2.5)])
 def test_bad_arguments_fail_in_the_constructor(bad):
     args = dict(layers=["features.0", "classifier"]) | bad
     with pytest.raises((ValueError, TypeError)):
@@ -190,6 +211,49 @@ def test_chunked_jacobians_are_reported_once(tmp_path):
         fit(tmp_path, monitor, max_steps=4)
     assert monitor.failures == 0 and len(monitor.history) == 3
     assert sum("max_jacobian_elements" in str(w.message) for w in record) == 1
+
+
+@pytest.mark.parametrize("final_basis", ["pca", "identity"])
+def test_exposed_options_reach_the_measure(tmp_path, final_basis):
+    """gradients / integration_points / final_basis as logged equal the measure run by hand with the same options
+    (GELU net: the integrated gradients differ from the plain ones there)."""
+    x, y = probe_data()
+    options = dict(gradients="integrated", integration_points=4, final_basis=final_basis)
+    monitor = InteractionBasisMonitor(layers=LAYERS, schedule=every(100), images_every=0, num_samples=160,
+                                      probe_data=(x, y), at_end=False, **options)
+    model = MLPClassifier(hidden=(24, 16), lr=0.2, activation="gelu")
+    fresh = copy.deepcopy(model).eval()
+    fit(tmp_path, monitor, max_steps=1, model=model)
+    logged = monitor.history[0][1]
+    f = fresh.features
+    sections = [f[0:2], f[2:4], fresh.classifier]
+    with torch.no_grad():
+        acts = [x]
+        for s in sections:
+            acts.append(s(acts[-1]))
+    graph = interaction_graph(sections, acts, final_basis=final_basis, gradients="integrated", integration_points=4)
+    plain = interaction_graph(sections, acts, final_basis=final_basis)
+    for l, layer in enumerate(LAYERS):
+        assert logged[f"{layer}/constant_lambda"] == pytest.approx(float(graph.bases.lib[l].constant_eigenvalue))
+        assert logged[f"{layer}/n_directions"] == graph.bases.lib[l].n_data_directions
+    assert float(plain.bases.lib[0].constant_eigenvalue) != pytest.approx(logged["features.0/constant_lambda"],
+                                                                          rel=1e-6)
+    last = graph.bases.lib[-1]
+    assert last.constant and (final_basis == "identity") == torch.equal(last.C, torch.eye(11, dtype=last.C.dtype))
+    assert "gradients" in monitor.state_key
+    assert "gradients" not in InteractionBasisMonitor(layers=LAYERS).state_key  # plain monitors keep their key
+
+
+def test_probe_set_smaller_than_a_layer_is_reported_once(tmp_path):
+    monitor = InteractionBasisMonitor(layers=LAYERS, schedule=every(2), images_every=0, num_samples=20,
+                                      probe_data=probe_data(20))
+    with pytest.warns(UserWarning, match="probe samples") as record:
+        fit(tmp_path, monitor, max_steps=4)
+    assert monitor.failures == 0 and len(monitor.history) == 3
+    texts = [str(w.message) for w in record if "probe samples" in str(w.message)]
+    assert len(texts) == 1 and "node layer 0 (width 64), node layer 1 (width 24)" in texts[0]
+    for _, values in monitor.history:
+        assert values["features.0/n_directions_pca"] <= 19 and values["features.2/n_directions_pca"] <= 19
 
 
 class Drift(nn.Module):

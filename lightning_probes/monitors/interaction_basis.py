@@ -21,8 +21,11 @@ from typing_extensions import override
 from lightning_probes.measures.interaction_basis import (
     InteractionGraph,
     ablation_curve,
+    constant_edge_share,
+    data_edges,
     edges_for_mass,
     interaction_graph,
+    path_quadrature,
 )
 from lightning_probes.monitors.base import Monitor, Report
 from lightning_probes.probe_set import capture, probing, resolve_module
@@ -44,14 +47,19 @@ class InteractionBasisMonitor(Monitor):
     """How many directions of each layer matter downstream (LIB) vs are merely present (PCA), and how sparse the
     interaction graph between adjacent layers is in each basis (SCIENCE.md section 4).
 
-    The node points are the inputs of the named ``layers`` plus the model's output; the output gets its PCA basis
-    (or the identity) and every named layer its LIB, computed from the output backwards on the probe set.
+    The node points are the inputs of the named ``layers`` plus the model's output; the output keeps its raw
+    logits (the paper's choice; or its PCA basis, or the identity plus the constant) and every named layer gets
+    its LIB, computed from the output backwards on the probe set. The constant (bias) direction is its own LIB
+    feature in every layer and is counted apart from the data directions.
 
-    Logs under ``probes/lib/<layer>/``: ``n_directions`` (LIB directions kept), ``n_directions_pca`` (PCA
-    directions kept at the same threshold), ``edges_90`` / ``edges_99`` (fewest edges from this layer to the next
-    node holding 90% / 99% of the edge mass, LIB basis) and ``edges_90_pca`` / ``edges_99_pca`` (the same in the
-    PCA basis). Counts include the constant (bias) direction. Pictures: the Λ spectrum of every layer, and per
-    layer the LIB and PCA edge heatmaps side by side (optionally the node-ablation curve); text: a summary table.
+    Logs under ``probes/lib/<layer>/``: ``n_directions`` (LIB data directions kept, the constant direction not
+    counted), ``n_directions_pca`` (PCA data directions kept at the same threshold), ``edges_90`` / ``edges_99``
+    (fewest edges between data directions of this layer and the next node holding 90% / 99% of the data-to-data
+    edge mass, LIB basis), ``edges_90_pca`` / ``edges_99_pca`` (the same in the PCA basis), ``constant_edge_share``
+    / ``constant_edge_share_pca`` (share of the layer's edge mass on edges to or from a constant direction) and
+    ``constant_lambda`` (Λ₀ of the constant direction). Pictures: the Λ spectrum of every layer's data
+    directions, and per layer the LIB and PCA edge heatmaps side by side (optionally the node-ablation curve);
+    text: a summary table.
 
     Every rank computes the same bases on the whole probe set (the backward pass from the output is sequential,
     so there is no per-rank share to reduce).
@@ -60,7 +68,12 @@ class InteractionBasisMonitor(Monitor):
         layers: module names whose inputs are the node points, in forward order (at least one).
         truncation: eigenvalue threshold of both truncations (absolute, as in the reference implementation).
         num_samples: probe samples (the base's ``max_samples``).
-        final_basis: basis of the output node: ``"pca"`` or ``"identity"``.
+        final_basis: basis of the output node: ``"logits"`` (raw logits: no rotation, no constant coordinate, no
+            centring — the paper's), ``"pca"`` (PCA of the logits: centred, with the constant) or ``"identity"``
+            (raw logits plus the constant coordinate).
+        gradients: ``"plain"`` (Jacobians at the data point, the cheap default) or ``"integrated"`` (averaged over
+            the path α·f by Gauss–Legendre quadrature, as the reference code), for M' and the edges.
+        integration_points: Gauss–Legendre nodes of the integrated gradients.
         sections: optional, one per layer: a module, a module name, or a list of module names run in order,
             mapping the layer's input to the next layer's input (the last: to the output). Default: found from
             the model (see the error message of unsupported models for what is found automatically).
@@ -81,10 +94,12 @@ class InteractionBasisMonitor(Monitor):
         layers: Sequence[str],
         truncation: float = 1e-6,
         num_samples: int = 512,
-        final_basis: Literal["pca", "identity"] = "pca",
+        final_basis: Literal["logits", "pca", "identity"] = "logits",
         sections: Sequence[SectionSpec] | None = None,
         ablation: bool = False,
         max_jacobian_elements: int = 2**24,
+        gradients: Literal["plain", "integrated"] = "plain",
+        integration_points: int = 16,
         **kwargs: Any,
     ) -> None:
         if "max_samples" in kwargs:
@@ -98,8 +113,12 @@ class InteractionBasisMonitor(Monitor):
             raise ValueError(f"layers must not repeat a name, got {list(layers)}.")
         if not isinstance(truncation, (int, float)) or not math.isfinite(truncation) or truncation <= 0:
             raise ValueError(f"truncation must be a positive finite eigenvalue threshold, got {truncation!r}.")
-        if final_basis not in ("pca", "identity"):
-            raise ValueError(f"final_basis must be 'pca' or 'identity', got {final_basis!r}.")
+        if final_basis not in ("logits", "pca", "identity"):
+            raise ValueError(f"final_basis must be 'logits' (raw logits, the paper's), 'pca' or 'identity', got "
+                             f"{final_basis!r}.")
+        if gradients not in ("plain", "integrated"):
+            raise ValueError(f"gradients must be 'plain' or 'integrated', got {gradients!r}.")
+        path_quadrature(integration_points)  # a positive integer, else a clear error
         for spec in sections or []:
             if not (isinstance(spec, (nn.Module, str)) or (isinstance(spec, Sequence) and spec
                                                             and all(isinstance(n, str) and n for n in spec))):
@@ -119,6 +138,8 @@ class InteractionBasisMonitor(Monitor):
         self.section_specs = None if sections is None else list(sections)
         self.ablation = ablation
         self.max_jacobian_elements = max_jacobian_elements
+        self.gradients = gradients
+        self.integration_points = integration_points
         self._sections: list[nn.Module] | None = None
         self.last_graph: InteractionGraph | None = None  # the latest bases and edges, for notebooks
 
@@ -127,7 +148,10 @@ class InteractionBasisMonitor(Monitor):
 
     @override
     def state_key_fields(self) -> dict[str, Any]:
-        return {"layers": self.layers, "truncation": self.truncation, "final_basis": self.final_basis}
+        fields = {"layers": self.layers, "truncation": self.truncation, "final_basis": self.final_basis}
+        if self.gradients != "plain":  # only then: keys of plain-gradient monitors stay what they were
+            fields["gradients"] = f"{self.gradients}({self.integration_points})"
+        return fields
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -195,26 +219,21 @@ class InteractionBasisMonitor(Monitor):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
             graph = interaction_graph(self._sections, acts, self.truncation, self.final_basis,
-                                      self.max_jacobian_elements)
+                                      self.max_jacobian_elements, gradients=self.gradients,
+                                      integration_points=self.integration_points)
         for w in caught:
             if w.category is UserWarning:  # e.g. "Jacobian too big, chunked": once per run, not at every probe
                 text = str(w.message)
-                self.warn_once("chunked" if "max_jacobian_elements" in text else text, text)
+                key = "chunked" if "max_jacobian_elements" in text else "few-samples" if "probe samples" in text \
+                    else text
+                self.warn_once(key, text)
             else:  # anything else goes out as it came
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         self.last_graph = graph
-        scalars: dict[str, float] = {}
-        for l, layer in enumerate(self.layers):
-            lib, pca = graph.lib_edges[l], graph.pca_edges[l]
-            scalars[f"{layer}/n_directions"] = float(graph.bases.lib[l].n_directions)
-            scalars[f"{layer}/n_directions_pca"] = float(graph.bases.pca[l].n_directions)
-            for q in (90, 99):
-                scalars[f"{layer}/edges_{q}"] = float(edges_for_mass(lib, q / 100))
-                scalars[f"{layer}/edges_{q}_pca"] = float(edges_for_mass(pca, q / 100))
-        report = Report(scalars=scalars)
+        report = Report(scalars=layer_scalars(graph, self.layers))
         if self.render_images:
             self._pictures(report, graph, acts, targets)
-        report.texts["summary"] = self._table(scalars)
+        report.texts["summary"] = self._table(report.scalars)
         return report
 
     def _node_activations(self, pl_module: pl.LightningModule) -> tuple[list[Tensor], Tensor | None]:
@@ -277,9 +296,12 @@ class InteractionBasisMonitor(Monitor):
         rows = []
         for layer in self.layers:
             g = lambda key: int(scalars[f"{layer}/{key}"])  # noqa: E731
+            share = lambda key: f"{scalars[f'{layer}/{key}']:.1%}"  # noqa: E731
             rows.append([layer, g("n_directions"), g("n_directions_pca"), g("edges_90"), g("edges_90_pca"),
-                         g("edges_99"), g("edges_99_pca")])
-        headers = ["layer", "LIB dirs", "PCA dirs", "edges 90% LIB", "PCA", "edges 99% LIB", "PCA"]
+                         g("edges_99"), g("edges_99_pca"), share("constant_edge_share"),
+                         share("constant_edge_share_pca")])
+        headers = ["layer", "LIB dirs", "PCA dirs", "edges 90% LIB", "PCA", "edges 99% LIB", "PCA",
+                   "constant's edge share LIB", "PCA"]
         return markdown_table(headers, rows)
 
     @override
@@ -287,13 +309,36 @@ class InteractionBasisMonitor(Monitor):
         if not self.history:
             return super().summary()
         step, last = self.history[-1]
-        lines = [f"[lib] at step {step} (LIB vs PCA):"]
+        lines = [f"[lib] at step {step} (LIB vs PCA; data directions, the constant direction apart):"]
         for layer in self.layers:
             g = lambda key: int(last[f"{layer}/{key}"])  # noqa: E731
             lines.append(f"[lib]   {layer}: directions {g('n_directions')} vs {g('n_directions_pca')}, "
                          f"edges 90% {g('edges_90')} vs {g('edges_90_pca')}, "
-                         f"edges 99% {g('edges_99')} vs {g('edges_99_pca')}")
+                         f"edges 99% {g('edges_99')} vs {g('edges_99_pca')}, constant's edge share "
+                         f"{last[f'{layer}/constant_edge_share']:.1%} vs "
+                         f"{last[f'{layer}/constant_edge_share_pca']:.1%}")
         return "\n".join(lines)
+
+
+def layer_scalars(graph: InteractionGraph, layers: Sequence[str]) -> dict[str, float]:
+    """The logged figures of every layer: counts over the data directions, the constant direction apart."""
+    scalars: dict[str, float] = {}
+    lib_bases, pca_bases = graph.bases.lib, graph.pca_graph_bases
+    for l, layer in enumerate(layers):
+        lib = data_edges(graph.lib_edges[l], lib_bases[l], lib_bases[l + 1])
+        pca = data_edges(graph.pca_edges[l], pca_bases[l], pca_bases[l + 1])
+        scalars[f"{layer}/n_directions"] = float(lib_bases[l].n_data_directions)
+        scalars[f"{layer}/n_directions_pca"] = float(pca_bases[l].n_data_directions)
+        for q in (90, 99):
+            scalars[f"{layer}/edges_{q}"] = float(edges_for_mass(lib, q / 100))
+            scalars[f"{layer}/edges_{q}_pca"] = float(edges_for_mass(pca, q / 100))
+        scalars[f"{layer}/constant_edge_share"] = constant_edge_share(graph.lib_edges[l], lib_bases[l],
+                                                                      lib_bases[l + 1])
+        scalars[f"{layer}/constant_edge_share_pca"] = constant_edge_share(graph.pca_edges[l], pca_bases[l],
+                                                                          pca_bases[l + 1])
+        lam0 = lib_bases[l].constant_eigenvalue
+        scalars[f"{layer}/constant_lambda"] = 0.0 if lam0 is None else float(lam0)
+    return scalars
 
 
 def _side_by_side(images: list[np.ndarray]) -> np.ndarray:
