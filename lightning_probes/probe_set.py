@@ -75,7 +75,7 @@ def _suggest(name: str, candidates: Sequence[str], inside: bool = False) -> str:
         return ". "
     by_suffix = [c for c in candidates if c != name and (c.endswith("." + name)
                                                          or (inside and c.startswith(name + ".")))]
-    close = difflib.get_close_matches(name, [c for c in candidates if c not in by_suffix], n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, [c for c in candidates if c not in by_suffix], n=3, cutoff=0.75)
     tails = {c.rsplit(".", 1)[-1]: c for c in candidates}  # 'classifer' vs 'model.classifier': compare last parts
     close += [tails[t] for t in difflib.get_close_matches(name.rsplit(".", 1)[-1], list(tails), n=2, cutoff=0.75)]
     found = list(dict.fromkeys(by_suffix[:3] + close))[:3]

@@ -349,7 +349,8 @@ CONSTRUCTOR = [
     case(lambda: concepts(concepts=CONCEPTS.long() * 2), ValueError, r"boolean \(or 0/1 integer\)", "concepts-int-2"),
     case(lambda: concepts(concepts=CONCEPTS[:, 0]), ValueError, r"shape \(N, K\) or \(N, K, H, W\), got \(64,\)",
          "concepts-1d"),
-    case(lambda: concepts(concepts=CONCEPTS[:, :, None]), ValueError, r"got \(64, 11, 1\)", "concepts-3d"),
+    case(lambda: concepts(concepts=CONCEPTS[:, :, None, None, None]), ValueError, r"got \(64, 11, 1, 1, 1\)",
+         "concepts-5d"),  # (N, K, T) is valid: per-token concepts of a sequence layer
     case(lambda: concepts(concepts=CONCEPTS[:0]), ValueError, r"concepts are empty \(shape \(0, 11\)\)",
          "concepts-no-samples"),
     case(lambda: concepts(concepts=CONCEPTS[:, :0], concept_names=[]), ValueError, r"empty \(shape \(64, 0\)\)",
@@ -481,7 +482,7 @@ AT_FIT = [
     at_fit(lambda: interactions(probe_data=((X * 16).long(), Y)), ValueError, NOT_RUNNABLE + r".*torch.int64",
            "interactions-probe-integer-inputs"),
     at_fit(lambda: interactions(probe_data=(TOKENS, Y[:16]), players=im.TokenPositions([0, 1, 2], 4)), ValueError,
-           r"probe inputs are torch.int64: the default baseline .* pass the mask token id",
+           r"probe inputs are torch.int64 \(token ids\?\): the default baseline .* pass the baseline token",
            "interactions-token-ids-without-baseline", model=token_model),
     at_fit(lambda: interactions(baseline=torch.zeros(5)), ValueError, r"baseline of shape \(5,\) does not fit one "
            r"sample of shape \(64,\)", "interactions-baseline-wrong-shape"),
