@@ -15,6 +15,7 @@ __all__ = [
     "DigitsProbe",
     "RegressionDataModule",
     "SentimentDataModule",
+    "SentimentProbe",
     "ShapesData",
     "ShapesDataModule",
     "ShapesProbe",
@@ -488,3 +489,26 @@ class SentimentDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.hparams.batch_size, collate_fn=self._collate,
                           num_workers=self.hparams.num_workers)
+
+
+class SentimentProbe(ConceptProbe):
+    """Generated sentences (:func:`make_sentiment`, padded by :func:`pad_batch`) with per-token concepts (N, 5, T):
+    ``positive`` / ``negative`` / ``neutral`` word, ``cls``, ``pad``. Inputs are the dict ``input_ids`` /
+    ``attention_mask``; for :class:`~lightning_probes.monitors.ConceptMonitor` on a sequence layer (N, T, d).
+
+    Example:
+        >>> probe = SentimentProbe(num_samples=8)
+        >>> sorted(probe.inputs), tuple(probe.concepts.shape), probe.concept_names[:2]
+        (['attention_mask', 'input_ids'], (8, 5, 12), ('positive', 'negative'))
+    """
+
+    def __init__(self, num_samples: int = 128, max_length: int = 12, min_length: int = 8, seed: int = 12345) -> None:
+        batch = pad_batch(make_sentiment(num_samples, max_length, min_length, seed), max_length)
+        ids = batch["input_ids"]
+        first_neg = len(SENTIMENT_SPECIALS) + len(SENTIMENT_POSITIVE)
+        first_neutral = first_neg + len(SENTIMENT_NEGATIVE)
+        concepts = torch.stack([(ids >= len(SENTIMENT_SPECIALS)) & (ids < first_neg),
+                                (ids >= first_neg) & (ids < first_neutral), ids >= first_neutral, ids == CLS_ID,
+                                ids == PAD_ID], 1)  # (N, 5, T)
+        super().__init__({"input_ids": ids, "attention_mask": batch["attention_mask"]}, concepts,
+                         ("positive", "negative", "neutral", "cls", "pad"), batch["labels"])
