@@ -18,7 +18,8 @@ Face ``ModelOutput``, any dataclass with that field) or the ``"logits"`` key; ot
 tuple / list, the first field of a dataclass, the first value of a mapping).
 
 Two hooks replace either rule: ``forward(module, inputs) -> output`` (it receives the model inputs: the batch with
-its targets held out, e.g. the dict without ``"labels"``) and ``targets(batch) -> targets`` (the whole batch). Both may be given as import paths (``"pkg.mod.fn"``), so
+its targets held out, e.g. the dict without ``"labels"``) and ``targets(batch) -> targets`` (the whole batch).
+Both may be given as import paths (``"pkg.mod.fn"``), so
 they can be set in a YAML config.
 """
 

@@ -173,7 +173,8 @@ class ConceptProbe:
     """
 
     def __init__(
-        self, inputs: torch.Tensor | Mapping[str, torch.Tensor], concepts: torch.Tensor, concept_names: tuple[str, ...] | list[str],
+        self, inputs: torch.Tensor | Mapping[str, torch.Tensor], concepts: torch.Tensor,
+        concept_names: tuple[str, ...] | list[str],
         targets: torch.Tensor | None = None,
     ) -> None:
         from lightning_probes.batches import num_samples  # inputs may be a mapping of tensors (input_ids, ...)

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["MLPClassifier", "ShapesCNN", "TextClassifier", "TextClassifierOutput", "ThreeLayerNet", "ThreeLayerRegressor",
-           "scale_init_"]
+__all__ = ["MLPClassifier", "ShapesCNN", "TextClassifier", "TextClassifierOutput", "ThreeLayerNet",
+           "ThreeLayerRegressor", "scale_init_"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 

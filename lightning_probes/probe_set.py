@@ -49,10 +49,10 @@ def resolve_module(
         >>> wrapped = nn.Module()
         >>> wrapped.model = nn.Sequential()
         >>> wrapped.model.add_module("classifier", nn.Linear(2, 2))
-        >>> resolve_module(wrapped, "classifier")
+        >>> resolve_module(wrapped, "classifier")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: No module named 'classifier' in Module; did you mean 'model.classifier'? modules: 'model', 'model.classifier'.
+        ValueError: No module named 'classifier' in Module; did you mean 'model.classifier'? modules: ...
     """
     modules = dict(model.named_modules())
     label = "" if kind is None else " ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,))) + " "

@@ -202,7 +202,8 @@ def test_player_key_names_the_input_the_players_partition():
 
     renamed = {"tokens": PROBE["input_ids"], "attention_mask": PROBE["attention_mask"], "labels": PROBE["labels"]}
     a = measured(interactions(baseline=MASK_ID), model).scalars
-    b = measured(interactions(probe_data=renamed, player_key="tokens", forward=forward, baseline=MASK_ID), model).scalars
+    renamed_monitor = interactions(probe_data=renamed, player_key="tokens", forward=forward, baseline=MASK_ID)
+    b = measured(renamed_monitor, model).scalars
     assert a == pytest.approx(b, abs=1e-9)
     with pytest.raises(KeyError, match="without key 'input_ids'"):
         measured(interactions(probe_data=renamed, forward=forward, baseline=MASK_ID), model)

@@ -54,7 +54,8 @@ class ConceptMonitor(Monitor):
             A sequence layer's output (N, T, d) (a transformer block) has d units over T positions (the output of
             a ``Conv1d`` / 1-d pooling / ``BatchNorm1d`` is read as (N, C, L) instead).
         concepts: boolean concept masks aligned with the probe set, (N, K) per sample, (N, K, H, W) per
-            position, or (N, K, T) per token of a sequence layer; or a :class:`~lightning_probes.datasets.ConceptProbe` (e.g. ``ShapesProbe``) that carries
+            position, or (N, K, T) per token of a sequence layer; or a
+            :class:`~lightning_probes.datasets.ConceptProbe` (e.g. ``ShapesProbe``) that carries
             the probe inputs, the masks and the names together.
         concept_names: K names (taken from the ``ConceptProbe`` if omitted there; required with a tensor).
         units: channel indices to explain (default: all, or ``max_units`` of them).
