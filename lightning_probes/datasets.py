@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 __all__ = [
     "ConceptProbe",
     "DigitsDataModule",
     "DigitsProbe",
     "RegressionDataModule",
+    "SentimentDataModule",
+    "SentimentProbe",
     "ShapesData",
     "ShapesDataModule",
     "ShapesProbe",
     "load_digits_tensors",
     "make_regression_tensors",
+    "make_sentiment",
     "make_shapes",
+    "pad_batch",
 ]
 
 
@@ -161,18 +166,21 @@ class ConceptProbe:
     """Probe inputs with aligned concept annotations, for :class:`~lightning_probes.monitors.ConceptMonitor`.
 
     Args:
-        inputs: (N, ...) model inputs.
-        concepts: bool (N, K) per sample or (N, K, H, W) per position.
+        inputs: (N, ...) model inputs, or a mapping of them (``input_ids``, ``attention_mask``, ...).
+        concepts: bool (N, K) per sample, (N, K, H, W) per position or (N, K, T) per token.
         concept_names: K names.
         targets: optional (N,) labels.
     """
 
     def __init__(
-        self, inputs: torch.Tensor, concepts: torch.Tensor, concept_names: tuple[str, ...] | list[str],
+        self, inputs: torch.Tensor | Mapping[str, torch.Tensor], concepts: torch.Tensor,
+        concept_names: tuple[str, ...] | list[str],
         targets: torch.Tensor | None = None,
     ) -> None:
-        if len(inputs) != len(concepts):
-            raise ValueError(f"inputs have {len(inputs)} samples but concepts {len(concepts)}.")
+        from lightning_probes.batches import num_samples  # inputs may be a mapping of tensors (input_ids, ...)
+
+        if num_samples(inputs) != len(concepts):
+            raise ValueError(f"inputs have {num_samples(inputs)} samples but concepts {len(concepts)}.")
         self.inputs, self.concepts, self.concept_names, self.targets = inputs, concepts, tuple(concept_names), targets
 
 
@@ -357,3 +365,151 @@ class RegressionDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+
+
+# ---------------------------------------------------------------------------------------------- synthetic text
+SENTIMENT_SPECIALS = ("[PAD]", "[CLS]", "[MASK]")
+SENTIMENT_POSITIVE = ("good", "great", "fine", "happy")
+SENTIMENT_NEGATIVE = ("bad", "awful", "poor", "sad")
+SENTIMENT_NEUTRAL = ("the", "a", "film", "was", "and", "plot", "actor", "it")
+SENTIMENT_VOCAB = SENTIMENT_SPECIALS + SENTIMENT_POSITIVE + SENTIMENT_NEGATIVE + SENTIMENT_NEUTRAL
+PAD_ID, CLS_ID, MASK_ID = 0, 1, 2
+
+
+def make_sentiment(
+    num_samples: int, max_length: int = 12, min_length: int = 8, seed: int = 0
+) -> list[dict[str, torch.Tensor]]:
+    """Generated sentences for a two-class "sentiment" task over a 19-token vocabulary (:data:`SENTIMENT_VOCAB`).
+
+    Each sample is ``{"input_ids": (L,) int64, "labels": () int64}`` with ``[CLS]`` first and a length L in
+    ``[min_length, max_length]`` (unpadded: :func:`pad_batch` pads like a tokenizer). The label is 1 when the
+    sentence holds more positive words than negative ones, 0 when fewer (never a tie); the other words are
+    neutral. A private generator: the global RNG is not touched.
+
+    Example:
+        >>> samples = make_sentiment(4, seed=0)
+        >>> len(samples), samples[0]["input_ids"][0].item(), sorted(samples[0])
+        (4, 1, ['input_ids', 'labels'])
+    """
+    if not 2 <= min_length <= max_length:
+        raise ValueError(f"need 2 <= min_length <= max_length, got {min_length}, {max_length}.")
+    gen = torch.Generator().manual_seed(seed)
+    pos = torch.arange(len(SENTIMENT_SPECIALS), len(SENTIMENT_SPECIALS) + len(SENTIMENT_POSITIVE))
+    neg = pos + len(SENTIMENT_POSITIVE)
+    neutral = torch.arange(int(neg[-1]) + 1, len(SENTIMENT_VOCAB))
+    samples = []
+    for _ in range(num_samples):
+        length = int(torch.randint(min_length, max_length + 1, (1,), generator=gen))
+        words = length - 1
+        n_sent = int(torch.randint(1, min(3, words) + 1, (1,), generator=gen))  # 1..3 sentiment words, odd split
+        n_pos = int(torch.randint(0, n_sent + 1, (1,), generator=gen))
+        if 2 * n_pos == n_sent:  # no ties: one more word of the drawn kind decides
+            n_pos += 1 if n_pos < n_sent else -1
+        n_neg = n_sent - n_pos
+        tokens = torch.cat([pos[torch.randint(len(pos), (n_pos,), generator=gen)],
+                            neg[torch.randint(len(neg), (n_neg,), generator=gen)],
+                            neutral[torch.randint(len(neutral), (words - n_sent,), generator=gen)]])
+        tokens = tokens[torch.randperm(words, generator=gen)]
+        samples.append({"input_ids": torch.cat([torch.tensor([CLS_ID]), tokens]),
+                        "labels": torch.tensor(int(n_pos > n_neg))})
+    return samples
+
+
+def pad_batch(samples: list[dict[str, torch.Tensor]], max_length: int = 12) -> dict[str, torch.Tensor]:
+    """Collate like a tokenizer with ``padding="max_length"``: ``input_ids`` (B, max_length) padded with
+    ``[PAD]`` (id 0), ``attention_mask`` (B, max_length) 1 on real tokens, ``labels`` (B,).
+
+    Example:
+        >>> batch = pad_batch(make_sentiment(2, seed=0))
+        >>> batch["input_ids"].shape, batch["attention_mask"].sum(1).tolist() == [
+        ...     int((row != 0).sum()) for row in batch["input_ids"]]
+        (torch.Size([2, 12]), True)
+    """
+    ids = torch.full((len(samples), max_length), PAD_ID, dtype=torch.long)
+    mask = torch.zeros((len(samples), max_length), dtype=torch.long)
+    for row, sample in enumerate(samples):
+        tokens = sample["input_ids"][:max_length]
+        ids[row, : len(tokens)] = tokens
+        mask[row, : len(tokens)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.stack([s["labels"] for s in samples])}
+
+
+class _Samples(Dataset):
+    """A map-style Dataset over a list of samples (so it can be passed as ``probe_data`` too)."""
+
+    def __init__(self, samples: list) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.samples[i]
+
+
+class SentimentDataModule(pl.LightningDataModule):
+    """A generated two-class text task (:func:`make_sentiment`) with batches like a tokenizer's: dicts of
+    ``input_ids`` / ``attention_mask`` / ``labels``, padded to ``max_length`` (:func:`pad_batch`). For examples of
+    a dict-batch model; ids: ``[PAD]`` 0, ``[CLS]`` 1, ``[MASK]`` 2.
+
+    Example:
+        >>> dm = SentimentDataModule(num_train=32, num_val=8)
+        >>> dm.setup("fit")
+        >>> batch = next(iter(dm.train_dataloader()))
+        >>> sorted(batch), tuple(batch["input_ids"].shape)
+        (['attention_mask', 'input_ids', 'labels'], (32, 12))
+    """
+
+    vocab_size = len(SENTIMENT_VOCAB)
+    pad_token_id, cls_token_id, mask_token_id = PAD_ID, CLS_ID, MASK_ID
+
+    def __init__(
+        self, num_train: int = 2048, num_val: int = 256, max_length: int = 12, min_length: int = 8,
+        batch_size: int = 64, seed: int = 0, num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if num_train < 1 or num_val < 1 or batch_size < 1:
+            raise ValueError(f"num_train, num_val and batch_size must be positive, got {num_train}, {num_val}, "
+                             f"{batch_size}.")
+        self.save_hyperparameters()
+
+    def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "train_set"):
+            return
+        hp = self.hparams
+        self.train_set = _Samples(make_sentiment(hp.num_train, hp.max_length, hp.min_length, hp.seed))
+        self.val_set = _Samples(make_sentiment(hp.num_val, hp.max_length, hp.min_length, hp.seed + 1))
+
+    def _collate(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return pad_batch(samples, self.hparams.max_length)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, collate_fn=self._collate,
+                          num_workers=self.hparams.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, collate_fn=self._collate,
+                          num_workers=self.hparams.num_workers)
+
+
+class SentimentProbe(ConceptProbe):
+    """Generated sentences (:func:`make_sentiment`, padded by :func:`pad_batch`) with per-token concepts (N, 5, T):
+    ``positive`` / ``negative`` / ``neutral`` word, ``cls``, ``pad``. Inputs are the dict ``input_ids`` /
+    ``attention_mask``; for :class:`~lightning_probes.monitors.ConceptMonitor` on a sequence layer (N, T, d).
+
+    Example:
+        >>> probe = SentimentProbe(num_samples=8)
+        >>> sorted(probe.inputs), tuple(probe.concepts.shape), probe.concept_names[:2]
+        (['attention_mask', 'input_ids'], (8, 5, 12), ('positive', 'negative'))
+    """
+
+    def __init__(self, num_samples: int = 128, max_length: int = 12, min_length: int = 8, seed: int = 12345) -> None:
+        batch = pad_batch(make_sentiment(num_samples, max_length, min_length, seed), max_length)
+        ids = batch["input_ids"]
+        first_neg = len(SENTIMENT_SPECIALS) + len(SENTIMENT_POSITIVE)
+        first_neutral = first_neg + len(SENTIMENT_NEGATIVE)
+        concepts = torch.stack([(ids >= len(SENTIMENT_SPECIALS)) & (ids < first_neg),
+                                (ids >= first_neg) & (ids < first_neutral), ids >= first_neutral, ids == CLS_ID,
+                                ids == PAD_ID], 1)  # (N, 5, T)
+        super().__init__({"input_ids": ids, "attention_mask": batch["attention_mask"]}, concepts,
+                         ("positive", "negative", "neutral", "cls", "pad"), batch["labels"])

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["MLPClassifier", "ShapesCNN", "ThreeLayerNet", "ThreeLayerRegressor", "scale_init_"]
+__all__ = ["MLPClassifier", "ShapesCNN", "TextClassifier", "TextClassifierOutput", "ThreeLayerNet",
+           "ThreeLayerRegressor", "scale_init_"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -289,3 +291,72 @@ class ThreeLayerRegressor(_Supervised):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
+
+
+@dataclass
+class TextClassifierOutput:
+    """What :class:`TextClassifier` returns, shaped like transformers' ``SequenceClassifierOutput``: the loss
+    (None without labels) and the logits (B, C)."""
+
+    loss: Tensor | None
+    logits: Tensor
+
+
+class TextClassifier(pl.LightningModule):
+    """A small transformer text classifier with a Hugging Face-style interface: dict batches of ``input_ids`` /
+    ``attention_mask`` / ``labels`` (e.g. :class:`~lightning_probes.datasets.SentimentDataModule`), a forward by
+    keyword that returns a :class:`TextClassifierOutput`.
+
+    Modules: ``embed`` (token embedding, (B, T, d)), ``position``, ``encoder`` (``nn.TransformerEncoder``, padding
+    masked), a masked mean over tokens, ``pre`` (Linear + tanh) and the ``classifier`` head.
+
+    Args:
+        vocab_size: token ids are 0..vocab_size-1.
+        d: model width.
+        max_length: longest sequence (position embeddings).
+        num_layers: encoder layers.
+        num_classes: C.
+        lr: Adam learning rate.
+
+    Example:
+        >>> model = TextClassifier(vocab_size=19)
+        >>> out = model(input_ids=torch.ones(2, 12, dtype=torch.long), attention_mask=torch.ones(2, 12))
+        >>> out.loss is None, tuple(out.logits.shape)
+        (True, (2, 2))
+    """
+
+    def __init__(self, vocab_size: int = 19, d: int = 32, max_length: int = 12, num_layers: int = 1,
+                 num_classes: int = 2, lr: float = 3e-3) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.embed = nn.Embedding(vocab_size, d)
+        self.position = nn.Embedding(max_length, d)
+        layer = nn.TransformerEncoderLayer(d, nhead=2, dim_feedforward=2 * d, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=num_layers, enable_nested_tensor=False)
+        self.pre = nn.Sequential(nn.Linear(d, d), nn.Tanh())
+        self.classifier = nn.Linear(d, num_classes)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None = None) -> TextClassifierOutput:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        h = self.embed(input_ids) + self.position(positions)  # (B, T, d)
+        h = self.encoder(h, src_key_padding_mask=attention_mask == 0)
+        mask = attention_mask.unsqueeze(-1).to(h.dtype)
+        pooled = (h * mask).sum(1) / mask.sum(1).clamp_min(1)  # (B, d): the mean over real tokens
+        logits = self.classifier(self.pre(pooled))
+        return TextClassifierOutput(None if labels is None else F.cross_entropy(logits, labels), logits)
+
+    def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        out = self(**batch)
+        acc = (out.logits.argmax(-1) == batch["labels"]).float().mean()
+        self.log(f"{stage}/loss", out.loss, prog_bar=stage != "train")
+        self.log(f"{stage}/acc", acc, prog_bar=True)
+        return out.loss
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

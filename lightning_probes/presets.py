@@ -66,6 +66,7 @@ class PresetArguments(TypedDict, total=False):
     probe_data: Source
     max_samples: int
     triggers: Mapping[str, Sequence[Trigger]]
+    monitor_args: Mapping[str, Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,9 @@ def economy(head: str = "classifier", **needs: Unpack[PresetArguments]) -> Monit
             concept monitor's probe set is the samples its concepts describe: a ConceptProbe's own inputs, or with
             a concept tensor the first N samples of ``probe_data``.
         triggers: stop conditions per monitor name, e.g. ``{"spectrum": [StopOnRegime("MF", patience=3)]}``.
+        monitor_args: more constructor arguments per monitor name, for models the defaults do not fit, e.g.
+            ``{"interactions": {"baseline": tokenizer.mask_token_id}, "spectrum": {"pool": "first"}}``; the key
+            ``"all"`` goes to every monitor that reads probe data (e.g. ``{"all": {"forward": ...}}``).
 
     Returns:
         One callback holding the monitors, spectrum first (iterate or index it for the monitors themselves).
@@ -157,6 +161,7 @@ def _assemble(
     concepts: Tensor | ConceptProbe | None = None, concept_names: Sequence[str] | None = None,
     condensation_layers: str | Sequence[str] | None = "auto", probe_data: Source = "train", max_samples: int = 512,
     triggers: Mapping[str, Sequence[Trigger]] | None = None,
+    monitor_args: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> MonitorGroup:
     if (concept_layer is None) != (concepts is None):
         raise ValueError("the concept monitor needs both concept_layer (the module whose units are explained) and "
@@ -189,6 +194,11 @@ def _assemble(
     if unknown:
         raise ValueError(f"triggers name monitor(s) {unknown} that this preset does not build; it builds "
                          f"{[name for name, _, _ in wanted]}.")
+    extra = {k: dict(v) for k, v in (monitor_args or {}).items()}
+    unknown = sorted(set(extra) - {name for name, _, _ in wanted} - {"all"})
+    if unknown:
+        raise ValueError(f"monitor_args name monitor(s) {unknown} that this preset does not build; it builds "
+                         f"{[name for name, _, _ in wanted]} (or 'all').")
     monitors: list[Monitor] = []
     for name, cls, args in wanted:
         # a budget decides every probe after the first, so none is forced at the end (it would be unbudgeted)
@@ -203,7 +213,8 @@ def _assemble(
             args["num_samples"] = min(args["num_samples"], max_samples)
         elif cls.needs_probe_data:
             common.update(probe_data=probe_data, max_samples=max_samples)
-        monitors.append(cls(**args, **common))
+        own = {**(extra.get("all", {}) if cls.needs_probe_data else {}), **extra.get(name, {})}
+        monitors.append(cls(**{**args, **common, **own}))
     return MonitorGroup(monitors)
 
 

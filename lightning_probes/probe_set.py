@@ -7,7 +7,8 @@ it never consumes the global random stream (map-style data is read by index, ite
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+import difflib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -15,7 +16,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torch.utils.data import default_collate
 
-__all__ = ["ProbeSet", "capture", "probing", "resolve_module", "module_names"]
+from lightning_probes import batches as structure
+
+__all__ = ["ProbeSet", "capture", "check_forward", "probing", "resolve_module", "module_names"]
 
 Where = Literal["input", "output"]
 
@@ -28,7 +31,12 @@ def module_names(model: nn.Module, kind: type[nn.Module] | tuple[type[nn.Module]
 def resolve_module(
     model: nn.Module, name: str, kind: type[nn.Module] | tuple[type[nn.Module], ...] | None = None
 ) -> nn.Module:
-    """The submodule called ``name``; a clear error listing the real names when it is missing or of the wrong type.
+    """The submodule called ``name``; a clear error suggesting the closest real names when it is missing or of the
+    wrong type.
+
+    Suggestions are the modules whose name ends with ``name`` (a model wrapped as ``self.model``: ``"classifier"``
+    -> ``"model.classifier"``) and the closest names by ``difflib``; the error lists the modules of ``kind`` only
+    when there are few of them.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
@@ -38,18 +46,47 @@ def resolve_module(
         Traceback (most recent call last):
         ...
         ValueError: No module named 'head' in Sequential. Linear modules: '0', '2'.
+        >>> wrapped = nn.Module()
+        >>> wrapped.model = nn.Sequential()
+        >>> wrapped.model.add_module("classifier", nn.Linear(2, 2))
+        >>> resolve_module(wrapped, "classifier")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: No module named 'classifier' in Module; did you mean 'model.classifier'? modules: ...
     """
     modules = dict(model.named_modules())
     label = "" if kind is None else " ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,))) + " "
-    available = ", ".join(repr(n) for n in module_names(model, kind)) or "(none)"
+    same_kind = module_names(model, kind)
     if name not in modules or not name:
-        raise ValueError(f"No module named {name!r} in {type(model).__name__}. {label}modules: {available}.")
+        raise ValueError(f"No module named {name!r} in {type(model).__name__}"
+                         f"{_suggest(name, same_kind or list(modules))}{label}modules: {_short(same_kind)}.")
     module = modules[name]
     if kind is not None and not isinstance(module, kind):
         raise TypeError(
-            f"Module {name!r} is a {type(module).__name__}, not a {label.strip()}. {label}modules: {available}."
+            f"Module {name!r} is a {type(module).__name__}, not a {label.strip()}"
+            f"{_suggest(name, same_kind, inside=True)}{label}modules: {_short(same_kind)}."
         )
     return module
+
+
+def _suggest(name: str, candidates: Sequence[str], inside: bool = False) -> str:
+    """'; did you mean 'a' or 'b'? ' — names ending in ``name`` (or inside it), then the closest by difflib."""
+    if not name:
+        return ". "
+    by_suffix = [c for c in candidates if c != name and (c.endswith("." + name)
+                                                         or (inside and c.startswith(name + ".")))]
+    close = difflib.get_close_matches(name, [c for c in candidates if c not in by_suffix], n=3, cutoff=0.75)
+    tails = {c.rsplit(".", 1)[-1]: c for c in candidates}  # 'classifer' vs 'model.classifier': compare last parts
+    close += [tails[t] for t in difflib.get_close_matches(name.rsplit(".", 1)[-1], list(tails), n=2, cutoff=0.75)]
+    found = list(dict.fromkeys(by_suffix[:3] + close))[:3]
+    return f"; did you mean {' or '.join(map(repr, found))}? " if found else ". "
+
+
+def _short(names: Sequence[str], limit: int = 12) -> str:
+    if not names:
+        return "(none)"
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names) - limit} more)"
 
 
 @contextlib.contextmanager
@@ -121,17 +158,31 @@ def probing(model: nn.Module, grad: bool = False) -> Iterator[None]:
             module.training = mode
 
 
-Source = Tensor | Sequence[Tensor] | Dataset | Literal["train", "val"]
+Source = Any  # tensors, (x, y), a mapping of tensors, a Dataset, a DataLoader, or "train" / "val" / "test"
+FIT_LOADERS = ("train", "val", "test")
 
 
 class ProbeSet:
-    """The fixed samples a monitor runs through the model.
+    """The fixed samples a monitor runs through the model, as one collated batch of any structure.
+
+    The samples are read once, at fit start, collated with the loader's own ``collate_fn`` (``default_collate``
+    for a Dataset) and kept on the module's device as one nested batch (:attr:`data`): tensors, tuples, lists,
+    mappings. Probe batches are slices of it along the sample dimension (every tensor leaf indexed along dim 0,
+    other leaves carried along). How the model is called and where the targets are follows the call rule of
+    :mod:`lightning_probes.batches` unless the ``forward`` / ``targets`` hooks say otherwise.
 
     Args:
-        data: inputs ``x`` (N, ...), a pair ``(x, y)``, a map-style or iterable ``Dataset`` of ``(x, y)`` samples,
-            or ``"train"`` / ``"val"``: the first ``max_samples`` samples of the fit's train / val data.
+        data: inputs ``x`` (N, ...), a pair ``(x, y)``, a mapping of tensors (a tokenizer's output for the whole
+            probe set), a map-style or iterable ``Dataset``, a ``DataLoader``, or ``"train"`` / ``"val"`` /
+            ``"test"``: the first ``max_samples`` samples of the fit's loader of that name. Samples may be
+            tensors, tuples, lists, dicts or dict-like objects (``UserDict``, ``BatchEncoding``), nested.
         max_samples: at most this many samples are kept.
         batch_size: batch size of probe forward passes.
+        forward: optional hook ``(module, inputs) -> model output`` (``inputs``: the batch with its targets held
+            out, e.g. the dict without ``"labels"``), or its import path ``"pkg.mod.fn"``; default: the call rule.
+        targets: optional hook ``batch -> targets``, or its import path; default: the call rule.
+        target_key: the key holding the targets in mapping batches (default: the first of ``"labels"``,
+            ``"label"``, ``"y"``, ``"target"`` present).
 
     Example:
         >>> probe = ProbeSet((torch.randn(10, 3), torch.arange(10)), max_samples=8, batch_size=3)
@@ -140,114 +191,231 @@ class ProbeSet:
         (8, [3, 3, 2])
         >>> [y.tolist() for _, y in probe.batches("cpu", rank=1, world_size=2)]
         [[1, 3, 5], [7]]
+        >>> tokens = ProbeSet({"input_ids": torch.ones(4, 6, dtype=torch.long), "labels": torch.arange(4)})
+        >>> tokens.materialise()
+        >>> list(tokens.inputs), tokens.targets.tolist()
+        (['input_ids'], [0, 1, 2, 3])
     """
 
-    def __init__(self, data: Source, max_samples: int = 512, batch_size: int = 256) -> None:
-        if isinstance(data, str) and data not in ("train", "val"):
-            raise ValueError(f"probe_data must be 'train', 'val', tensors or a Dataset, got {data!r}.")
-        if not isinstance(data, (str, Tensor, Dataset, tuple, list)):
+    def __init__(
+        self,
+        data: Source,
+        max_samples: int = 512,
+        batch_size: int = 256,
+        forward: Callable[[nn.Module, Any], Any] | str | None = None,
+        targets: Callable[[Any], Any] | str | None = None,
+        target_key: str | None = None,
+    ) -> None:
+        if isinstance(data, str) and data not in FIT_LOADERS:
+            raise ValueError(f"probe_data must be 'train', 'val', 'test', tensors, a Dataset or a DataLoader, got "
+                             f"{data!r}.")
+        if not isinstance(data, (str, Tensor, Dataset, DataLoader, tuple, list, Mapping)):
             raise TypeError(
-                f"probe_data must be 'train', 'val', a tensor, an (x, y) pair or a Dataset, got {type(data).__name__}."
+                "probe_data must be 'train', 'val', 'test', a tensor, an (x, y) pair, a mapping of tensors, a "
+                f"Dataset or a DataLoader, got {type(data).__name__}."
             )
-        if isinstance(data, (tuple, list)) and not (len(data) == 2 and all(isinstance(t, Tensor) for t in data)):
-            raise TypeError("probe_data given as a sequence must be a pair of tensors (x, y).")
-        if isinstance(data, (tuple, list)) and len(data[0]) != len(data[1]):
-            raise ValueError(f"probe_data x has {len(data[0])} samples but y has {len(data[1])}.")
+        if isinstance(data, (tuple, list, Mapping)):
+            if not structure.leaves(data):
+                raise TypeError("probe_data given as a sequence or mapping must hold tensors, e.g. a pair (x, y).")
+            if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data) \
+                    and data[0].ndim and data[1].ndim and len(data[0]) != len(data[1]):
+                raise ValueError(f"probe_data x has {len(data[0])} samples but y has {len(data[1])}.")
+            structure.num_samples(data)  # every tensor the same number of samples
         if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (max_samples, batch_size)):
             raise ValueError(
                 f"max_samples and batch_size must be positive integers, got {max_samples!r}, {batch_size!r}."
             )
+        if target_key is not None and (not isinstance(target_key, str) or not target_key):
+            raise ValueError(f"target_key must be a key name such as 'labels', got {target_key!r}.")
         self.source = data
         self.max_samples = max_samples
         self.batch_size = batch_size
-        self.inputs: Tensor | None = None
-        self.targets: Tensor | None = None
+        self.forward_hook = structure.resolve_callable(forward, "forward")
+        self.targets_hook = structure.resolve_callable(targets, "targets")
+        self.target_key = target_key
+        self.data: Any = None  # the collated probe set: one nested batch of all samples
 
     def __repr__(self) -> str:
         src = self.source if isinstance(self.source, str) else type(self.source).__name__
         return f"ProbeSet({src}, max_samples={self.max_samples})"
 
     def __len__(self) -> int:
-        if self.inputs is None:
+        return self.num_samples
+
+    @property
+    def num_samples(self) -> int:
+        """How many samples the probe set holds."""
+        if self.data is None:
             raise RuntimeError("the probe set is fixed at fit start; it has not been materialised yet.")
-        return len(self.inputs)
+        return self._n
 
     @property
     def ready(self) -> bool:
-        return self.inputs is not None
+        return self.data is not None
 
-    def materialise(self, trainer: Any = None) -> None:
-        """Fix the samples (at fit start). ``trainer`` is needed for ``"train"`` / ``"val"``."""
-        if self.ready:
-            return
-        src = self.source
-        if isinstance(src, Tensor):
-            self.inputs, self.targets = src[: self.max_samples], None
-        elif isinstance(src, (tuple, list)):
-            self.inputs, self.targets = src[0][: self.max_samples], src[1][: self.max_samples]
-        elif isinstance(src, Dataset):
-            self._from_dataset(src, default_collate)
-        else:
-            loader = _fit_loader(trainer, src)
-            self._from_dataset(loader.dataset, loader.collate_fn or default_collate, loader)
-        if len(self.inputs) == 0:
-            raise ValueError(f"the probe set from {self!r} is empty.")
+    @property
+    def device(self) -> torch.device | None:
+        found = structure.leaves(self.data) if self.data is not None else []
+        return found[0][1].device if found else None
 
-    def _from_dataset(self, dataset: Dataset, collate: Any, loader: DataLoader | None = None) -> None:
+    # ------------------------------------------------------------------ the structure of a batch
+    def split(self, batch: Any) -> tuple[Any, Any]:
+        """(model inputs, targets or None) of a batch as the loader yields it: the call rule, with the ``targets``
+        hook's answer for the targets if given (the inputs are then the whole batch where the rule cannot split it)."""
+        if self.targets_hook is not None:
+            try:
+                inputs = structure.split_batch(batch, self.target_key)[0]
+            except ValueError:  # e.g. (x, y, weights): the forward hook gets the whole batch
+                inputs = batch
+            return inputs, self.targets_hook(batch)
+        inputs, targets, _ = structure.split_batch(batch, self.target_key)
+        return inputs, targets
+
+    def inputs_of(self, batch: Any) -> Any:
+        """The part of a loader batch that reaches the model (targets held out)."""
+        return self.split(batch)[0]
+
+    def targets_of(self, batch: Any) -> Any:
+        """The targets of a loader batch (None if there are none)."""
+        return self.split(batch)[1]
+
+    def input_path(self, key: str | None = None) -> tuple:
+        """Where the input tensor lives in the model inputs: ``()`` for a tensor, ``(key,)`` for a mapping (``key``
+        default ``"input_ids"``). Used to mask or replace that tensor while carrying the rest along."""
+        inputs = self.inputs
+        if isinstance(inputs, Mapping):
+            key = key or "input_ids"
+            if key not in inputs:
+                raise KeyError(f"the probe batches are mappings without key {key!r} (their model inputs: "
+                               f"{list(inputs)}); say which key holds the input, e.g. player_key='input_ids'.")
+            return (key,)
+        if key is not None:
+            raise ValueError(f"a key {key!r} was given but the model inputs are a {type(inputs).__name__}, not a "
+                             "mapping.")
+        if not isinstance(inputs, Tensor):
+            raise TypeError(f"the model inputs of a probe batch are a {type(inputs).__name__}; this needs a tensor "
+                            "or a mapping of tensors with a key naming the input.")
+        return ()
+
+    @property
+    def inputs(self) -> Any:
+        """The model inputs of the whole probe set (a tensor for plain ``(x, y)`` probe sets)."""
+        return self.inputs_of(self._need_data())
+
+    @property
+    def targets(self) -> Any:
+        """The targets of the whole probe set, or None."""
+        return self.targets_of(self._need_data())
+
+    # ------------------------------------------------------------------ running the model
+    def forward(self, module: nn.Module, inputs: Any) -> Any:
+        """The model's output on model ``inputs`` (as :meth:`batches` yields them): the ``forward`` hook, else the
+        call rule (``module(x)``, ``module(**inputs)``, ``module(*inputs)``)."""
+        if self.forward_hook is not None:
+            return self.forward_hook(module, inputs)
+        return structure.call_model(module, inputs)
+
+    def logits(self, module: nn.Module, inputs: Any) -> Tensor:
+        """The logits of the model on ``inputs`` (:meth:`forward`, then the logits rule)."""
+        return structure.logits_of(self.forward(module, inputs))
+
+    def batches(
+        self, device: torch.device | str | None = None, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[Any, Any]]:
+        """Yield ``(inputs, targets)`` on ``device``: the model inputs (what :meth:`forward` takes) and the targets
+        (or None) of ``batch_size`` samples at a time. With ``world_size > 1``, only this rank's share (every
+        ``world_size``-th sample from ``rank``), so per-rank sums add up to the one-process sums."""
+        data = self._need_data()
+        share = torch.arange(rank, self._n, world_size)
+        for start in range(0, len(share), self.batch_size):
+            yield self.split(self._on(structure.index(data, share[start : start + self.batch_size]), device))
+
+    def batch(self, indices: Sequence[int] | Tensor | slice | None = None, device: Any = None) -> Any:
+        """The samples ``indices`` (default: all) as one batch, on ``device``."""
+        data = self._need_data()
+        return self._on(data if indices is None else structure.index(data, indices), device)
+
+    def select(self, indices: Sequence[int] | Tensor | slice) -> ProbeSet:
+        """A materialised probe set of the samples ``indices`` only, with the same hooks and batch size."""
+        view = ProbeSet.__new__(ProbeSet)
+        view.__dict__.update(self.__dict__)
+        view.data = structure.index(self._need_data(), indices)
+        view._n = structure.num_samples(view.data)
+        return view
+
+    def to(self, device: torch.device | str) -> ProbeSet:
+        """Move the probe set to ``device`` (in place)."""
+        self.data = self._on(self._need_data(), device)
+        return self
+
+    # ------------------------------------------------------------------ fixing the samples
+    def materialise(self, trainer: Any = None, device: torch.device | str | None = None) -> None:
+        """Fix the samples (at fit start); ``trainer`` is needed for ``"train"`` / ``"val"`` / ``"test"``. Then
+        keep them on ``device`` (the module's)."""
+        if not self.ready:
+            src = self.source
+            if isinstance(src, (Tensor, tuple, list, Mapping)):
+                data = src
+            elif isinstance(src, DataLoader):
+                data = self._from_loader(src)
+            elif isinstance(src, Dataset):
+                data = self._from_dataset(src, default_collate)
+            else:
+                data = self._from_loader(_fit_loader(trainer, src))
+            self._n = structure.num_samples(data)
+            if self._n > self.max_samples:
+                data = structure.index(data, slice(0, self.max_samples))
+                self._n = self.max_samples
+            self.data = data
+            if self._n == 0:
+                raise ValueError(f"the probe set from {self!r} is empty.")
+        if device is not None:
+            self.to(device)
+
+    def _from_loader(self, loader: DataLoader) -> Any:
+        return self._from_dataset(loader.dataset, loader.collate_fn or default_collate, loader)
+
+    def _from_dataset(self, dataset: Dataset, collate: Any, loader: DataLoader | None = None) -> Any:
         if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
             # no indexing: read the loader (or dataset) itself, on a forked RNG so a shuffling sampler or an
             # augmenting dataset does not advance the training stream
-            samples: list = []
+            parts: list = []
+            seen = 0
             with torch.random.fork_rng(devices=[]):
                 for item in loader if loader is not None else dataset:
-                    batch = item if loader is not None else collate([item])
-                    samples.append(batch)
-                    if sum(len(_split(b)[0]) for b in samples) >= self.max_samples:
+                    part = item if loader is not None else collate([item])
+                    parts.append(part)
+                    seen += structure.num_samples(part)
+                    if seen >= self.max_samples:
                         break
-            parts = [_split(b) for b in samples]
-            xs = torch.cat([p[0] for p in parts])[: self.max_samples]
-            ys = [p[1] for p in parts]
-            self.inputs = xs
-            self.targets = None if ys[0] is None else torch.cat(ys)[: self.max_samples]
-            return
+            if not parts:
+                raise ValueError(f"the probe set from {self!r} is empty.")
+            return structure.concat(parts)
+        # map-style: the first samples by index (unaffected by the sampler's shuffling), collated once
         count = min(len(dataset), self.max_samples)
-        batch = collate([dataset[i] for i in range(count)])
-        self.inputs, self.targets = _split(batch)
+        if count == 0:
+            raise ValueError(f"the probe set from {self!r} is empty.")
+        return collate([dataset[i] for i in range(count)])
 
-    def batches(
-        self, device: torch.device | str, rank: int = 0, world_size: int = 1
-    ) -> Iterator[tuple[Tensor, Tensor | None]]:
-        """Yield ``(x, y)`` batches on ``device``; with ``world_size > 1``, only this rank's share (every
-        ``world_size``-th sample from ``rank``), so per-rank sums add up to the one-process sums."""
-        if self.inputs is None:
+    def _need_data(self) -> Any:
+        if self.data is None:
             raise RuntimeError("the probe set has not been materialised; call materialise(trainer) first.")
-        x = self.inputs[rank::world_size]
-        y = None if self.targets is None else self.targets[rank::world_size]
-        for start in range(0, len(x), self.batch_size):
-            stop = start + self.batch_size
-            yield (
-                x[start:stop].to(device, non_blocking=True),
-                None if y is None else y[start:stop].to(device, non_blocking=True),
-            )
+        return self.data
 
-
-def _split(batch: Any) -> tuple[Tensor, Tensor | None]:
-    if isinstance(batch, Tensor):
-        return batch, None
-    if isinstance(batch, (tuple, list)) and len(batch) >= 1 and isinstance(batch[0], Tensor):
-        second = batch[1] if len(batch) > 1 and isinstance(batch[1], Tensor) else None
-        return batch[0], second
-    raise TypeError(
-        f"probe samples must be tensors or (input, target) tuples, got {type(batch).__name__}; "
-        "pass probe_data=(x, y) tensors for other formats."
-    )
+    @staticmethod
+    def _on(tree: Any, device: Any) -> Any:
+        if device is None:
+            return tree
+        device = torch.device(device)
+        return structure.map_tensors(lambda t: t if t.device == device else t.to(device, non_blocking=True), tree)
 
 
 def _fit_loader(trainer: Any, which: str) -> DataLoader:
-    """The train / val DataLoader of the current fit, without iterating it."""
+    """The train / val / test DataLoader of the current fit, without iterating it."""
     if trainer is None:
         raise ValueError(f"probe_data={which!r} needs the trainer: it is taken from the fit's {which} data.")
-    loop = trainer.fit_loop if which == "train" else trainer.fit_loop.epoch_loop.val_loop
+    loop = {"train": lambda: trainer.fit_loop, "val": lambda: trainer.fit_loop.epoch_loop.val_loop,
+            "test": lambda: trainer.test_loop}[which]()
     source = getattr(loop, "_data_source", None)
     loader = None
     if source is not None and source.is_defined():
@@ -257,9 +425,27 @@ def _fit_loader(trainer: Any, which: str) -> DataLoader:
     if isinstance(loader, dict):
         loader = next(iter(loader.values()), None)
     if not isinstance(loader, DataLoader):
-        raise ValueError(
-            f"probe_data={which!r} but the fit has no {which} DataLoader"
-            + (" (define val_dataloader in the model or datamodule, or pass probe_data tensors)." if which == "val"
-               else "; pass probe_data tensors or a Dataset instead.")
-        )
+        hint = {"val": " (define val_dataloader in the model or datamodule, or pass probe_data tensors).",
+                "test": " (define test_dataloader in the model or datamodule, or pass probe_data tensors)."}
+        raise ValueError(f"probe_data={which!r} but the fit has no {which} DataLoader"
+                         + hint.get(which, "; pass probe_data tensors, a Dataset or a DataLoader instead."))
     return loader
+
+
+def check_forward(probe: ProbeSet, module: nn.Module, owner: str) -> None:
+    """Run one probe sample through the model at fit start, so probe data the model cannot take (wrong shape,
+    dtype or keys) fails with a message about the probe data, not deep in a probe as a shape error."""
+    inputs, _ = probe.split(probe.batch(slice(0, 1), device=getattr(module, "device", None)))
+    try:
+        with probing(module):
+            probe.forward(module, inputs)
+    except Exception as err:
+        if isinstance(inputs, Tensor):
+            what = f"samples of shape {tuple(inputs.shape[1:])}, dtype {inputs.dtype}"
+        else:
+            what = f"{type(inputs).__name__} inputs {structure.describe(inputs)}"
+        raise ValueError(
+            f"{owner}: the model cannot run on the probe inputs ({what}): {type(err).__name__}: {err}. probe_data "
+            "must hold inputs the model takes, like its training batches; the model is called as module(x) for a "
+            "tensor, module(**inputs) for a mapping (its target key held out); or pass forward=..."
+        ) from err

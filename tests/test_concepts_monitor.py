@@ -190,7 +190,7 @@ def test_bad_arguments_fail_in_the_constructor(bad):
     (torch.zeros(8, 3, dtype=torch.bool), "all masks are False"),
     (torch.zeros(0, 3, dtype=torch.bool), "empty"),
     (torch.rand(8, 3), "boolean"),
-    (torch.ones(8, 3, 4, dtype=torch.bool), "shape"),
+    (torch.ones(8, 3, 4, 2, 2, dtype=torch.bool), "shape"),  # (N, K, T) is per-token concepts now
     ([[True]], "ConceptProbe"),
 ])
 def test_bad_concepts(concepts, match):

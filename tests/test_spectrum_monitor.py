@@ -219,7 +219,7 @@ def test_val_probe_data_without_val_loader(tmp_path):
 
 @pytest.mark.parametrize("bad", [dict(power_threshold=1.5), dict(gap=0.5), dict(num_classes=1), dict(head=""),
                                  dict(schedule="often"), dict(on_error="ignore"), dict(images_every=-1),
-                                 dict(triggers=["MF"]), dict(probe_data="test")])
+                                 dict(triggers=["MF"]), dict(probe_data="tset")])
 def test_bad_arguments_fail_in_the_constructor(bad):
     with pytest.raises((ValueError, TypeError)):
         FeatureSpectrumMonitor(**bad)
@@ -261,6 +261,8 @@ def test_nan_features_skip_the_probe_warn_once_and_training_goes_on(tmp_path):
 
 class Broken(FeatureSpectrumMonitor):
     def measure(self, trainer, pl_module) -> Report:
+        if self.trial_probe:  # passes the fit-start trial (a monitor failing it stops the fit: tests/test_batches.py)
+            return super().measure(trainer, pl_module)
         raise RuntimeError("boom")
 
 

@@ -1073,7 +1073,14 @@ class Players:
             )
         elem = self.element_mask(keep)  # (R, *gshape)
         elem = elem.view(*elem.shape, *([1] * (x.ndim - elem.ndim)))  # broadcast trailing dims (embeddings)
-        base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
+        given = torch.as_tensor(baseline, device=x.device)
+        if not x.is_floating_point() and given.is_floating_point() and not bool((given == given.round()).all()):
+            raise ValueError(
+                f"the inputs are {x.dtype} (token ids) but the baseline holds non-integer values (a mean over ids?); "
+                "give a baseline token id (e.g. the tokenizer's mask_token_id or pad id), or mask at an embedding "
+                "layer instead (InteractionMonitor(mask_at=...))."
+            )
+        base = given.to(x.dtype)
         sample = tuple(x.shape[1:])
         if base.ndim > len(sample) or any(b not in (1, s) for b, s in zip(base.shape[::-1], sample[::-1])):
             raise ValueError(f"baseline of shape {tuple(base.shape)} does not fit one sample of shape {sample}; "
@@ -1166,6 +1173,25 @@ class TokenPositions(Players):
         super().__init__(_groups_from_sets(positions, seq_len), rest=rest, names=names)
 
 
+def masked_rows(
+    num_samples: int, n: int, batch_size: int = 4096, device: torch.device | str | None = None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """(sample index (R,), player mask keep (R, n)) of all ``num_samples · 2^n`` (sample, subset) rows, in the row
+    order b·2^n + T of :func:`masked_outputs`, ``batch_size`` rows at a time (for inputs :func:`masked_outputs`
+    cannot mask itself: structured batches, masking at an embedding layer).
+
+    Example:
+        >>> [(s.tolist(), k.long().tolist()) for s, k in masked_rows(1, 1, batch_size=2)]
+        [([0, 0], [[0], [1]])]
+    """
+    m = 1 << n
+    subsets = subset_masks(n, device)  # (m, n)
+    total = num_samples * m
+    for start in range(0, total, batch_size):
+        rows = torch.arange(start, min(start + batch_size, total), device=device)
+        yield rows // m, subsets[rows % m]
+
+
 def masked_outputs(
     fn: Callable[[Tensor], Tensor | Mapping[str, Tensor]],
     x: Tensor,
@@ -1206,12 +1232,9 @@ def masked_outputs(
                              "ids give the mask token id, e.g. baseline=0.")
         baseline = x.mean(0)
     bsz, m = x.shape[0], 1 << players.n
-    subsets = subset_masks(players.n, x.device)  # (m, n)
     pieces: list[Tensor | Mapping[str, Tensor]] = []
-    total = bsz * m
-    for start in range(0, total, batch_size):  # chunks over (sample, subset) pairs: bounded memory
-        rows = torch.arange(start, min(start + batch_size, total), device=x.device)
-        pieces.append(fn(players.mask(x[rows // m], subsets[rows % m], baseline)))
+    for sample, keep in masked_rows(bsz, players.n, batch_size, x.device):  # bounded memory
+        pieces.append(fn(players.mask(x[sample], keep, baseline)))
     if isinstance(pieces[0], Mapping):
         return {k: torch.cat([p[k] for p in pieces]).unflatten(0, (bsz, m)) for k in pieces[0]}
     return torch.cat(pieces).unflatten(0, (bsz, m))

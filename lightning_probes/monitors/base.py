@@ -21,7 +21,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_probes.probe_set import ProbeSet, Source, probing
+from lightning_probes.monitors.trial import trial_probe
+from lightning_probes.probe_set import ProbeSet, Source, check_forward, probing
 from lightning_probes.schedules import Clock, Schedule, as_schedule, log_spaced
 from lightning_probes.tensorboard import drawing, drawing_seconds, has_matplotlib, merge_layouts, write_layout_once
 from lightning_probes.triggers import Trigger
@@ -47,8 +48,10 @@ class Monitor(Callback):
     Args:
         schedule: when to probe — a :class:`~lightning_probes.schedules.Schedule` (``every(n)``, ``log_spaced()``,
             ``budget(0.05)``) or an int ``n`` for ``every(n)``; evaluated on ``trainer.global_step``.
-        probe_data: the fixed samples to look at: ``"train"`` / ``"val"`` (the first ``max_samples`` of the
-            fit's loader), tensors ``x`` or ``(x, y)``, or a Dataset.
+        probe_data: the fixed samples to look at: ``"train"`` / ``"val"`` / ``"test"`` (the first ``max_samples`` of
+            the fit's loader), tensors ``x`` or ``(x, y)``, a mapping of tensors, a Dataset or a DataLoader; samples
+            may be tensors, tuples, lists or mappings (e.g. a tokenizer's ``input_ids`` / ``attention_mask`` /
+            ``labels``), nested. See :class:`~lightning_probes.probe_set.ProbeSet`.
         max_samples: size of the probe set.
         batch_size: batch size of the probe's forward passes.
         triggers: stop conditions on this monitor's scalars (:class:`~lightning_probes.triggers.StopWhen`, ...).
@@ -60,6 +63,17 @@ class Monitor(Callback):
             more than scalars, so they get a sparser cadence (text tables go out on every probe). 0 turns them off.
             Under a ``budget`` schedule pictures are paid from the budget too: due pictures wait for a probe the
             budget can afford them on (never the one before the first step).
+        forward: hook ``(module, inputs) -> model output`` for models the call rule does not fit (``inputs``: the
+            probe batch with its targets held out), e.g. ``lambda m, b: m(**b).logits``; or its import path
+            ``"pkg.mod.fn"`` (for YAML). Default: ``module(x)`` for a tensor, ``module(**inputs)`` for a mapping.
+        targets: hook ``batch -> targets`` (or its import path). Default: the second element of a tuple, the
+            ``target_key`` of a mapping.
+        target_key: the key of the targets in mapping batches (default: the first of ``"labels"``, ``"label"``,
+            ``"y"``, ``"target"`` present); it is held out of the model's inputs.
+
+    Before the first training step every monitor runs its whole probe once on a few probe samples (a trial probe:
+    nothing is logged, counted or kept, no RNG is consumed), so a monitor that cannot run on the model fails at fit
+    start with the reason instead of skipping every probe.
     """
 
     name: ClassVar[str] = "monitor"
@@ -77,10 +91,16 @@ class Monitor(Callback):
         at_start: bool = True,
         at_end: bool = True,
         images_every: int = 5,
+        forward: Callable[[Any, Any], Any] | str | None = None,
+        targets: Callable[[Any], Any] | str | None = None,
+        target_key: str | None = None,
     ) -> None:
         self.schedule = as_schedule(log_spaced(per_decade=8, max_interval=500) if schedule is None else schedule)
         self._state_key: tuple[Schedule, str] | None = None
-        self.probe_set = ProbeSet(probe_data, max_samples, batch_size) if self.needs_probe_data else None
+        self.probe_set = ProbeSet(probe_data, max_samples, batch_size, forward=forward, targets=targets,
+                                  target_key=target_key) if self.needs_probe_data else None
+        self.trial_probe = False  # True while measure() runs the fit-start trial probe (see _trial_probe)
+        self._tried = False
         triggers = list(triggers)
         for trig in triggers:
             if not isinstance(trig, Trigger):
@@ -191,32 +211,33 @@ class Monitor(Callback):
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.probe_set is not None:
-            self.probe_set.materialise(trainer)
+            self.probe_set.materialise(trainer, pl_module.device)
             need = self.min_probe_samples(pl_module)
             if len(self.probe_set) < need:
                 raise ValueError(
                     f"{type(self).__name__} needs at least {need} probe samples, the probe set has "
                     f"{len(self.probe_set)}; raise max_samples or pass more probe_data."
                 )
-            self._check_probe_inputs(pl_module)
+            check_forward(self.probe_set, pl_module, type(self).__name__)
+        self._tried = False
         self._write_dashboard(trainer)
         self._train_start = time.perf_counter()
         self._train_base = self.clock.train_seconds
         self._session_probe_seconds = 0.0
 
-    def _check_probe_inputs(self, pl_module: pl.LightningModule) -> None:
-        """Run one probe sample through the model at fit start, so probe data the model cannot take (wrong shape or
-        dtype) fails here with a message about the probe data, not deep in a probe as a shape error."""
-        x = self.probe_set.inputs[:1].to(pl_module.device)
-        try:
-            with probing(pl_module):
-                pl_module(x)
-        except Exception as err:
-            raise ValueError(
-                f"{type(self).__name__}: the model cannot run on the probe inputs (samples of shape "
-                f"{tuple(x.shape[1:])}, dtype {x.dtype}): {type(err).__name__}: {err}. probe_data must hold inputs "
-                "the model takes, like its training batches."
-            ) from err
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after every monitor's own on_train_start (a subclass prepares itself after the base's), before any step
+        if not self._tried:
+            self._tried = True
+            started = time.perf_counter()
+            trial_probe(self, trainer, pl_module)
+            self._train_start += time.perf_counter() - started  # outside the training clock
+
+    def trial_view(self, indices: Tensor) -> None:
+        """Restrict sample-aligned state of the monitor to the probe samples ``indices`` for the fit-start trial
+        probe (the base swaps the probe set; a subclass with per-sample data, e.g. concept masks, cuts it here).
+        Everything is restored afterwards."""
 
     @override
     def on_train_batch_start(

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_probes.datasets import ConceptProbe
@@ -34,6 +34,8 @@ from lightning_probes.probe_set import Source, capture, probing, resolve_module
 from lightning_probes.tensorboard import heatmap_image, markdown_table
 
 __all__ = ["ConceptMonitor"]
+
+_CHANNELS_FIRST_1D = (nn.Conv1d, nn.MaxPool1d, nn.AvgPool1d, nn.BatchNorm1d, nn.ConvTranspose1d)
 
 
 class ConceptMonitor(Monitor):
@@ -68,8 +70,11 @@ class ConceptMonitor(Monitor):
     Args:
         layer: module name whose output holds the units: (N, C) or (N, C, h, w); for a conv layer, name the
             block that ends with the activation (e.g. ``"conv2"`` of :class:`~lightning_probes.models.ShapesCNN`).
-        concepts: boolean concept masks aligned with the probe set, (N, K) per sample or (N, K, H, W) per
-            position; or a :class:`~lightning_probes.datasets.ConceptProbe` (e.g. ``ShapesProbe``) that carries
+            A sequence layer's output (N, T, d) (a transformer block) has d units over T positions (the output of
+            a ``Conv1d`` / 1-d pooling / ``BatchNorm1d`` is read as (N, C, L) instead).
+        concepts: boolean concept masks aligned with the probe set, (N, K) per sample, (N, K, H, W) per
+            position, or (N, K, T) per token of a sequence layer; or a
+            :class:`~lightning_probes.datasets.ConceptProbe` (e.g. ``ShapesProbe``) that carries
             the probe inputs, the masks and the names together.
         concept_names: K names (taken from the ``ConceptProbe`` if omitted there; required with a tensor).
         units: channel indices to explain (default: all, or ``max_units`` of them).
@@ -126,6 +131,8 @@ class ConceptMonitor(Monitor):
             concepts = concepts.concepts
         if not isinstance(concepts, Tensor):
             raise TypeError(f"concepts must be a boolean tensor or a ConceptProbe, got {type(concepts).__name__}.")
+        if concepts.dim() == 3:  # per-position concepts of a sequence (N, K, T): maps T x 1, like a layer's (N, T, d)
+            concepts = concepts.unsqueeze(-1)
         # validates dtype, shape, emptiness; per-sample concepts get their table once the map size is known
         table = prepare_concepts(concepts)
         self._table: ConceptTable | None = table if concepts.dim() == 4 else None
@@ -215,7 +222,8 @@ class ConceptMonitor(Monitor):
     # ------------------------------------------------------------------ checks against the model and data
     @override
     def check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        resolve_module(pl_module, self.layer)  # lists the real module names when missing
+        module = resolve_module(pl_module, self.layer)  # lists the real module names when missing
+        self._channels_first = isinstance(module, _CHANNELS_FIRST_1D)
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -226,15 +234,15 @@ class ConceptMonitor(Monitor):
                 f"the concepts describe {len(self.concepts)} samples but the probe set has {len(self.probe_set)}; "
                 "the concept masks must be aligned with the probe data, sample for sample."
             )
-        x, _ = next(self.probe_set.batches(pl_module.device))
+        x, _ = self.probe_set.split(self.probe_set.batch(slice(0, 1), pl_module.device))
         with probing(pl_module), capture(pl_module, {self.layer: "output"}) as seen:
-            pl_module(x[:1])  # one sample: the shape of the layer's output
-        self._check_layer_output(seen[self.layer])
+            self.probe_set.forward(pl_module, x)  # one sample: the shape of the layer's output
+        self._check_layer_output(self._units_first(seen[self.layer]))
 
     def _check_layer_output(self, out: Tensor) -> None:
         if out.dim() not in (2, 4):
             raise ValueError(f"layer {self.layer!r} outputs shape {tuple(out.shape)}; ConceptMonitor needs units as "
-                             "(N, C) or (N, C, h, w).")
+                             "(N, C), (N, C, h, w) or a sequence (N, T, d).")
         channels = out.shape[1]
         if self.units is not None:
             self._units = self.units
@@ -255,6 +263,17 @@ class ConceptMonitor(Monitor):
                                  "the masks must be at least as large, with the same aspect ratio (maps are "
                                  "upsampled to the mask size).")
 
+    def _units_first(self, out: Tensor) -> Tensor:
+        """A sequence layer's (N, T, d) as d units over a T x 1 map, (N, d, T, 1); (N, C, L) as (N, C, L, 1)."""
+        if out.dim() != 3:
+            return out
+        return (out if getattr(self, "_channels_first", False) else out.transpose(1, 2)).unsqueeze(-1)
+
+    @override
+    def trial_view(self, indices: Tensor) -> None:
+        self.concepts = self.concepts[indices]  # aligned with the trial's probe samples
+        self._table = prepare_concepts(self.concepts) if self.concepts.dim() == 4 else None
+
     def _concept_table(self, acts: Tensor) -> ConceptTable:
         if self._table is None or (self.concepts.dim() == 2 and self._table.spatial_size != tuple(acts.shape[2:])):
             size = tuple(acts.shape[2:]) if acts.dim() == 4 else None
@@ -269,8 +288,8 @@ class ConceptMonitor(Monitor):
         # every rank explains the whole probe set: formulas need all samples at once, and ranks then agree
         with capture(pl_module, {self.layer: "output"}) as seen:
             for x, _ in self.probe_set.batches(pl_module.device):
-                pl_module(x)
-                chunks.append(seen[self.layer][:, self._units].float().cpu())
+                self.probe_set.forward(pl_module, x)
+                chunks.append(self._units_first(seen[self.layer])[:, self._units].float().cpu())
         acts = torch.cat(chunks)  # (N, U) or (N, U, h, w)
         table = self._concept_table(acts)
         explained: dict[int, list[RangeExplanation]] = {}
@@ -287,8 +306,10 @@ class ConceptMonitor(Monitor):
         return self._report(explained, inactive, extra)
 
     # ------------------------------------------------------------------ range importance and label masking
-    def _forward(self, pl_module: pl.LightningModule, x: Tensor) -> Any:
-        return pl_module(x)
+    def _forward(self, pl_module: pl.LightningModule, x: Any) -> Tensor:
+        """The model's logits on a probe batch, through the probe set's call rule (dict batches, hooks)."""
+        assert self.probe_set is not None
+        return self.probe_set.logits(pl_module, x)
 
     def _paper_measures(self, pl_module: pl.LightningModule, acts: Tensor,
                         explained: dict[int, list[RangeExplanation]]) -> dict[str, dict[str, float]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -27,6 +27,7 @@ from lightning_probes.measures.interaction_basis import (
     interaction_graph,
     path_quadrature,
 )
+from lightning_probes.batches import logits_of
 from lightning_probes.monitors.base import Monitor, Report
 from lightning_probes.probe_set import capture, probing, resolve_module
 from lightning_probes.tensorboard import drawing, heatmap_image, line_image, markdown_table
@@ -199,9 +200,9 @@ class InteractionBasisMonitor(Monitor):
         if self.section_specs is not None:
             self._sections = [self._section_from_spec(pl_module, spec) for spec in self.section_specs]
         else:
-            x = self.probe_set.inputs[:2].to(pl_module.device)
+            x, _ = self.probe_set.split(self.probe_set.batch(slice(0, 2), pl_module.device))
             with probing(pl_module):
-                self._sections = find_sections(pl_module, self.layers, x)
+                self._sections = find_sections(pl_module, self.layers, x, self.probe_set.forward)
 
     @staticmethod
     def _section_from_spec(pl_module: nn.Module, spec: SectionSpec) -> nn.Module:
@@ -242,7 +243,7 @@ class InteractionBasisMonitor(Monitor):
         outputs, targets = [], []
         with capture(pl_module, {name: "input" for name in self.layers}) as seen:
             for x, y in self.probe_set.batches(pl_module.device):
-                out = pl_module(x)
+                out = self.probe_set.logits(pl_module, x)
                 for store, name in zip(per_layer, self.layers):
                     store.append(seen[name])
                 if self.section_specs is None:
@@ -254,7 +255,7 @@ class InteractionBasisMonitor(Monitor):
             acts.append(torch.cat(outputs))  # validated at fit start: the chain ends at the model's output
         else:
             acts.append(self._sections[-1](acts[-1]).detach())
-        return acts, (torch.cat(targets) if targets else None)
+        return _token_flattened(self.layers, acts, torch.cat(targets) if targets else None)
 
     @drawing()  # so a time budget knows what pictures cost apart from the measurement
     def _pictures(self, report: Report, graph: InteractionGraph, acts: list[Tensor], targets: Tensor | None) -> None:
@@ -341,6 +342,34 @@ def layer_scalars(graph: InteractionGraph, layers: Sequence[str]) -> dict[str, f
     return scalars
 
 
+def _token_flattened(
+    layers: Sequence[str], acts: list[Tensor], targets: Tensor | None
+) -> tuple[list[Tensor], Tensor | None]:
+    """Node activations of sequence layers (N, T, d) as token samples (N·T, d); a clear error where that is not
+    the same computation.
+
+    LIB treats each row as one sample of a function from one node to the next. Tokens are rows of their own when
+    every node, the output included, is per token (N, T, ·) — the sections then act on each position alone (e.g.
+    per-token MLPs to a token-classification head); flattening keeps them exact. A per-sample node after a
+    sequence node means a section mixes or pools positions: refused.
+    """
+    if all(a.ndim == 2 for a in acts):
+        return acts, targets
+    n_t = acts[0].shape[:2]
+    if not all(a.ndim == 3 and a.shape[:2] == n_t for a in acts):
+        shapes = ", ".join(f"{name}: {tuple(a.shape)}" for name, a in zip([*layers, "output"], acts))
+        raise ValueError(
+            f"InteractionBasisMonitor needs node activations (N, d), or all of them per token (N, T, d) (then LIB "
+            f"runs on the N·T tokens); got {shapes}. A section from a sequence node to a per-sample node pools or "
+            "mixes positions, which LIB over tokens cannot represent: choose layers after the pooling (e.g. the "
+            "classifier head), or sections that act on each token alone."
+        )
+    flat = [a.flatten(0, 1) for a in acts]  # (N·T, d)
+    if targets is not None and tuple(targets.shape[:2]) == tuple(n_t):
+        return flat, targets.flatten(0, 1)
+    return flat, None
+
+
 def _side_by_side(images: list[np.ndarray]) -> np.ndarray:
     """Join (H, W, 3) images left to right, padding heights with white."""
     height = max(img.shape[0] for img in images)
@@ -364,7 +393,9 @@ def _chain_candidates(model: nn.Module) -> dict[str, nn.Module]:
     return steps
 
 
-def find_sections(model: nn.Module, layers: Sequence[str], x: Tensor) -> list[nn.Module]:
+def find_sections(
+    model: nn.Module, layers: Sequence[str], x: Any, forward: Callable[[nn.Module, Any], Any] | None = None
+) -> list[nn.Module]:
     """The sections between consecutive node points (inputs of ``layers``) and the output, found by running ``x``.
 
     One forward pass records the order in which the chain candidates (children, with ``nn.Sequential`` opened)
@@ -386,7 +417,7 @@ def find_sections(model: nn.Module, layers: Sequence[str], x: Tensor) -> list[nn
         handles.append(module.register_forward_hook(lambda m, a, o, n=name: hook(m, a, o, n)))
     try:
         with torch.no_grad():
-            output = model(x)
+            output = model(x) if forward is None else logits_of(forward(model, x))
     finally:
         for h in handles:
             h.remove()

@@ -6,8 +6,9 @@ This file runs the model on the 2^n masked versions of a few probe samples, fits
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -24,7 +25,7 @@ from lightning_probes.measures.interactions import (
     fit_linear_probe,
     interaction_change,
     log_odds,
-    masked_outputs,
+    masked_rows,
     merge_first_order,
     salient_iou,
     salient_mask,
@@ -32,6 +33,7 @@ from lightning_probes.measures.interactions import (
     strongest_interactions,
 )
 from lightning_probes.monitors.base import Monitor, Report
+from lightning_probes.batches import get_path, index, set_path
 from lightning_probes.probe_set import capture, resolve_module
 from lightning_probes.tensorboard import bar_image, drawing, line_image, markdown_table
 
@@ -87,6 +89,15 @@ class InteractionMonitor(Monitor):
         kappa: noise bound as a fraction of |v(N) - v(∅)|.
         max_players: refuse more players than this (2^n masked inputs and subsets per sample).
         baseline: masking value per input element (shape of one sample) or a scalar; default the probe-set mean.
+            For token ids (integer inputs) give the baseline token, e.g. ``tokenizer.mask_token_id`` or the pad id
+            (a mean over ids is never used: integer inputs without ``baseline`` or ``mask_at`` are refused). With
+            ``mask_at``: the baseline vector, (d,) or (T, d); default the probe-set mean embedding.
+        mask_at: mask at this module's output instead of the input, e.g. ``"bert.embeddings.word_embeddings"``:
+            for masked positions its output (B, T, d) is replaced by the baseline vector; the input ids reach the
+            model unchanged.
+        player_key: for mapping batches, the key of the input the players partition (default ``"input_ids"``).
+            Every other input (an ``attention_mask`` in particular) is carried along untouched; players that cover
+            a padded position (attention_mask 0) of a decomposed sample are refused at fit start.
         solver_iterations: iteration cap of the batched AND-OR solver (games still above ``solver_tol`` then go
             to the exact LP: 0.2-8 s each at n = 10, so the cap is high; certified games stop early).
         solver_tol: certified relative gap the solver must reach: every decomposition is at most
@@ -121,9 +132,16 @@ class InteractionMonitor(Monitor):
         probe_l2: float = 1e-3,
         text_samples: int = 3,
         top_k: int = 6,
+        mask_at: str | None = None,
+        player_key: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if mask_at is not None and (not isinstance(mask_at, str) or not mask_at):
+            raise ValueError(f"mask_at must name the module whose output is masked (an embedding layer), got "
+                             f"{mask_at!r}.")
+        if player_key is not None and (not isinstance(player_key, str) or not player_key):
+            raise ValueError(f"player_key must be a key of the batch such as 'input_ids', got {player_key!r}.")
         if not isinstance(players, Players):
             raise TypeError(
                 f"players must be a Players partition (e.g. ImagePatches(...), FeatureGroups(...)), got "
@@ -179,6 +197,8 @@ class InteractionMonitor(Monitor):
         self.probe_l2 = probe_l2
         self.text_samples = text_samples
         self.top_k = top_k
+        self.mask_at = mask_at
+        self.player_key = player_key
         self._previous: dict[str, Tensor] | None = None  # the output's interactions at the previous probe
         # per layer, the per-order completeness / redundancy of the last probe, (n + 1,) each (NaN: no interaction)
         self.last_by_order: dict[str, dict[str, Tensor]] = {}
@@ -207,6 +227,8 @@ class InteractionMonitor(Monitor):
     def check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for name in self.layers:
             resolve_module(pl_module, name)  # lists the module names when missing
+        if self.mask_at is not None:
+            resolve_module(pl_module, self.mask_at)
 
     @override
     def min_probe_samples(self, pl_module: pl.LightningModule) -> int:
@@ -221,17 +243,47 @@ class InteractionMonitor(Monitor):
                 "InteractionMonitor needs a classification head: probe_data must yield (x, y) with integer class "
                 "targets y of shape (N,); v is the log-odds of the true class."
             )
+        x = get_path(probe.inputs, probe.input_path(self.player_key))  # the tensor the players partition
         shape = tuple(self.players.groups.shape)
-        if tuple(probe.inputs.shape[1 : 1 + len(shape)]) != shape:
+        if self.mask_at is None and tuple(x.shape[1 : 1 + len(shape)]) != shape:
             raise ValueError(
                 f"players were built for samples of shape {shape}, but the probe inputs have shape "
-                f"{tuple(probe.inputs.shape[1:])}; build them for what the model takes (e.g. flatten=True)."
+                f"{tuple(x.shape[1:])}; build them for what the model takes (e.g. flatten=True)."
             )
-        if self.baseline is None and not probe.inputs.is_floating_point():
-            raise ValueError(f"the probe inputs are {probe.inputs.dtype}: the default baseline (the probe-set mean) "
-                             "needs float inputs; for token ids pass the mask token id, e.g. baseline=0.")
-        if self.baseline is not None:  # a baseline that does not fit one sample fails here, not at the first probe
-            self.players.mask(probe.inputs[:1], torch.ones(1, self.players.n, dtype=torch.bool), self.baseline)
+        if self.baseline is None and self.mask_at is None and not x.is_floating_point():
+            raise ValueError(f"the probe inputs are {x.dtype} (token ids?): the default baseline (the probe-set mean) "
+                             "is not a token; pass the baseline token, e.g. baseline=tokenizer.mask_token_id (or "
+                             "the pad id), or mask at the embedding layer, e.g. "
+                             "mask_at='bert.embeddings.word_embeddings'.")
+        self._check_padding(probe.inputs)
+        if self.baseline is not None and self.mask_at is None:  # a baseline that does not fit fails here
+            self.players.mask(x[:1], torch.ones(1, self.players.n, dtype=torch.bool), self.baseline)
+
+    def _check_padding(self, inputs: Any) -> None:
+        """Refuse players that cover padded positions (attention_mask 0) of the decomposed samples: masking a pad
+        changes nothing the model attends to, so such a player's interactions would be an artefact."""
+        mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+        if not isinstance(mask, Tensor):
+            return
+        groups = self.players.groups.to(mask.device)
+        if mask.ndim != 2 or groups.ndim != 1 or mask.shape[1] != groups.shape[0]:
+            raise ValueError(f"players of shape {tuple(groups.shape)} do not match the attention_mask "
+                             f"{tuple(mask.shape[1:])}: token players are one position per token, Players.tokens("
+                             f"positions, seq_len={mask.shape[1]}).")
+        padded = mask[: self.num_samples] == 0  # (B, T)
+        covered = padded[:, groups >= 0]  # padded positions that belong to a player
+        if bool(covered.any()):
+            samples = sorted(set(torch.nonzero(padded & (groups >= 0))[:, 0].tolist()))
+            players = sorted(set(groups[(padded & (groups >= 0)).any(0)].tolist()))
+            raise ValueError(
+                f"players {players} cover padded positions (attention_mask 0) of probe samples {samples[:8]}: "
+                "masking a pad is no masking. Choose player positions inside every decomposed sample's length "
+                f"(the first num_samples={self.num_samples}), or probe data whose samples are long enough."
+            )
+
+    @override
+    def trial_view(self, indices: Tensor) -> None:
+        self.num_samples = min(self.num_samples, 2)  # the trial checks the path, not the figures: 2 samples suffice
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -249,35 +301,57 @@ class InteractionMonitor(Monitor):
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Report:
         probe = self.probe_set
         device = pl_module.device
-        x_all = probe.inputs.to(device)
-        y_all = probe.targets.to(device)
-        x, y = x_all[: self.num_samples], y_all[: self.num_samples]
-        baseline = x_all.mean(0) if self.baseline is None else self.baseline
-        layer_probes = self._fit_layer_probes(pl_module, x_all, y_all)
-        games = self._games(pl_module, x, y, baseline, layer_probes)  # source -> v (B, 2^n)
+        inputs_all = probe.batch(device=device)
+        inputs_all, y_all = probe.split(inputs_all)
+        path = probe.input_path(self.player_key)
+        count = min(self.num_samples, len(probe))
+        inputs, y = index(inputs_all, slice(0, count)), y_all[:count]
+        layer_probes = self._fit_layer_probes(pl_module, y_all)
+        baseline = self._baseline(pl_module, get_path(inputs_all, path))
+        games = self._games(pl_module, inputs, path, y, baseline, layer_probes)  # source -> v (B, 2^n)
         stacked = torch.cat(list(games.values()))  # (S·B, 2^n): one batched decomposition
         result = sparse_and_or(stacked, self.kappa, max_iter=self.solver_iterations, tol=self.solver_tol)
-        per_source = _split(result, list(games), len(x), self.tau)
+        per_source = _split(result, list(games), count, self.tau)
         report = Report(scalars={**self._scalars(per_source, layer_probes), **_solver_scalars(result)})
         if self.render_images:
             self._pictures(report, per_source)
         return report
 
-    def _fit_layer_probes(self, pl_module: nn.Module, x: Tensor, y: Tensor) -> dict[str, LinearProbe]:
+    def _baseline(self, pl_module: nn.Module, x_all: Tensor) -> Tensor | float:
+        """The masking value: the given one, else the probe-set mean (of the inputs, or of the mask_at module's
+        output over non-padded tokens)."""
+        if self.baseline is not None:
+            return self.baseline
+        if self.mask_at is None:
+            return x_all.mean(0)
+        total, tokens = None, 0
+        with capture(pl_module, {self.mask_at: "output"}) as seen:
+            for inputs, _ in self.probe_set.batches(pl_module.device):
+                self.probe_set.forward(pl_module, inputs)
+                emb = seen[self.mask_at]  # (B, T, d)
+                mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+                keep = (mask.bool() if isinstance(mask, Tensor) and mask.shape == emb.shape[:2]
+                        else torch.ones(emb.shape[:2], dtype=torch.bool, device=emb.device))
+                part = emb[keep].to(torch.float64).sum(0)  # (d,)
+                total = part if total is None else total + part
+                tokens += int(keep.sum())
+        return (total / max(tokens, 1)).to(emb.dtype)
+
+    def _fit_layer_probes(self, pl_module: nn.Module, y: Tensor) -> dict[str, LinearProbe]:
         if not self.layers:
             return {}
         feats: dict[str, list[Tensor]] = {name: [] for name in self.layers}
+        width = 0
         with capture(pl_module, {name: "output" for name in self.layers}) as seen:
-            for start in range(0, len(x), self.forward_batch_size):
-                pl_module(x[start : start + self.forward_batch_size])
+            for inputs, _ in self.probe_set.batches(pl_module.device):
+                width = self._output_width(self.probe_set.logits(pl_module, inputs))
                 for name in self.layers:
                     feats[name].append(seen[name].flatten(1))
-        num_classes = max(int(y.max()) + 1, self._output_width(pl_module, x[:1]))
+        num_classes = max(int(y.max()) + 1, width)
         return {name: fit_linear_probe(torch.cat(f), y, num_classes, l2=self.probe_l2) for name, f in feats.items()}
 
     @staticmethod
-    def _output_width(pl_module: nn.Module, x: Tensor) -> int:
-        out = pl_module(x)
+    def _output_width(out: Any) -> int:
         if not isinstance(out, Tensor) or out.ndim != 2:
             raise ValueError(
                 "InteractionMonitor needs a classification head: the model must return logits of shape (B, C), "
@@ -286,16 +360,25 @@ class InteractionMonitor(Monitor):
         return out.shape[1]
 
     def _games(
-        self, pl_module: nn.Module, x: Tensor, y: Tensor, baseline: Tensor | float, probes: dict[str, LinearProbe]
+        self, pl_module: nn.Module, inputs: Any, path: tuple, y: Tensor, baseline: Tensor | float,
+        probes: dict[str, LinearProbe],
     ) -> dict[str, Tensor]:
-        with capture(pl_module, {name: "output" for name in self.layers}) as seen:
-
-            def forward(batch: Tensor) -> dict[str, Tensor]:
-                out = {OUTPUT: pl_module(batch)}
+        x = get_path(inputs, path)  # (B, *shape): the tensor the players partition
+        bsz, m = len(y), 1 << self.players.n
+        watched = {name: "output" for name in self.layers}
+        pieces: list[dict[str, Tensor]] = []
+        element: dict[str, Tensor] = {}  # with mask_at: which (row, position) keeps its embedding, for the hook
+        with capture(pl_module, watched) as seen, _masking_at(pl_module, self.mask_at, element, baseline):
+            for sample, keep in masked_rows(bsz, self.players.n, self.forward_batch_size, x.device):
+                rows = index(inputs, sample)  # every input of these samples (attention_mask included), as is
+                if self.mask_at is None:
+                    rows = set_path(rows, path, self.players.mask(x[sample], keep, baseline))
+                else:
+                    element["keep"] = self.players.element_mask(keep)  # (R, T)
+                out = {OUTPUT: self.probe_set.logits(pl_module, rows)}
                 out.update({name: probes[name](seen[name].flatten(1)) for name in self.layers})
-                return out
-
-            logits = masked_outputs(forward, x, self.players, baseline, self.forward_batch_size)
+                pieces.append(out)
+        logits = {k: torch.cat([p[k] for p in pieces]).unflatten(0, (bsz, m)) for k in pieces[0]}
         games = {}
         clamped = 0
         for source in [OUTPUT, *self.layers]:
@@ -445,3 +528,28 @@ def _ratio(part: Tensor, rest: Tensor) -> float:
 def _nan_to_num(value: Tensor) -> float:
     value = float(value)
     return 0.0 if math.isnan(value) else value
+
+
+@contextlib.contextmanager
+def _masking_at(model: nn.Module, name: str | None, element: dict[str, Tensor], baseline: Tensor | float) -> Any:
+    """While active, the output (R, T, d) of module ``name`` keeps its value where ``element["keep"]`` (R, T) is
+    True and takes the baseline vector elsewhere (masking at an embedding layer); nothing when ``name`` is None."""
+    if name is None:
+        yield
+        return
+
+    def hook(_module: nn.Module, _args: tuple, output: Any) -> Tensor:
+        keep = element["keep"]
+        if not isinstance(output, Tensor) or output.shape[: keep.ndim] != keep.shape:
+            raise ValueError(f"mask_at={name!r} returned {type(output).__name__}"
+                             f"{tuple(output.shape) if isinstance(output, Tensor) else ''}; masking there needs an "
+                             f"output whose leading dims after the batch are the players' {tuple(keep.shape[1:])} "
+                             "(e.g. (B, T, d) for token players over T positions).")
+        base = torch.as_tensor(baseline, dtype=output.dtype, device=output.device)
+        return torch.where(keep.view(*keep.shape, *([1] * (output.ndim - keep.ndim))), output, base)
+
+    handle = resolve_module(model, name).register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()

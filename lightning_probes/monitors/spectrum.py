@@ -30,6 +30,7 @@ from lightning_probes.tensorboard import drawing, line_image, markdown_table
 __all__ = ["FeatureSpectrumMonitor"]
 
 REGIMES = REGIME_NAMES  # 1: "MF", 0: "EF", -1: "below"; a probe without a "regime" scalar is undefined
+POOLS = (None, "mean", "first", "last")
 
 
 class FeatureSpectrumMonitor(Monitor):
@@ -70,6 +71,10 @@ class FeatureSpectrumMonitor(Monitor):
         nc4_means: which class means NC4's nearest-class-mean classifier uses (SCIENCE.md allows both):
             ``"previous"`` — the previous probe's, so NC4 comes from the same single pass (the first probe, having no
             previous means, takes a second pass); ``"current"`` — this probe's, which always costs a second pass.
+        pool: for a head that takes per-token features (B, T, p) (a token classifier, or a sequence head fed all
+            positions): pool them over the token axis (dim 1) before the statistics — ``"mean"`` (all positions),
+            ``"first"`` (position 0, a [CLS] token), ``"last"``. None (default): such a head is refused at fit start
+            with this advice. Targets stay one per sample.
         **kwargs: the :class:`~lightning_probes.monitors.base.Monitor` arguments (schedule, probe_data, triggers, ...).
 
     Example:
@@ -92,9 +97,13 @@ class FeatureSpectrumMonitor(Monitor):
         decision_threshold: float = 0.99,
         neural_collapse: bool = True,
         nc4_means: Literal["previous", "current"] = "previous",
+        pool: Literal["mean", "first", "last"] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}.")
+        self.pool = pool
         if not isinstance(head, str) or not head:
             raise ValueError("head must name the final nn.Linear module, e.g. head='classifier'.")
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
@@ -213,8 +222,8 @@ class FeatureSpectrumMonitor(Monitor):
         def accumulate() -> None:
             with capture(pl_module, {self.head: "input"}) as seen:
                 for x, y in self.probe_set.batches(pl_module.device, rank, world):
-                    pl_module(x)
-                    phi = seen[self.head]
+                    self.probe_set.forward(pl_module, x)
+                    phi = self._features(seen[self.head])
                     stats.update(phi, y)
                     if self._decisions is not None:
                         kept.append(phi.detach())
@@ -280,11 +289,24 @@ class FeatureSpectrumMonitor(Monitor):
         def second_pass() -> None:
             with capture(pl_module, {self.head: "input"}) as seen:
                 for x, _ in self.probe_set.batches(pl_module.device, rank, world):
-                    pl_module(x)
-                    phi = seen[self.head]
+                    self.probe_set.forward(pl_module, x)
+                    phi = self._features(seen[self.head])
                     agreement.update(phi, nn.functional.linear(phi, weight, bias), means)
 
         self.rank_local(trainer, second_pass)
+
+    def _features(self, phi: torch.Tensor) -> torch.Tensor:
+        """Φ (B, p) from the head's captured input: per-token inputs (B, T, p) pooled as ``pool`` says."""
+        if phi.ndim == 2:
+            return phi
+        if phi.ndim == 3 and self.pool is not None:
+            return {"mean": lambda: phi.mean(1), "first": lambda: phi[:, 0], "last": lambda: phi[:, -1]}[self.pool]()
+        raise ValueError(
+            f"head {self.head!r} takes features of shape {tuple(phi.shape)}, not (B, p)"
+            + (": per-token features (B, T, p). Pass pool='first' (a [CLS] token), 'mean' or 'last' to pool them "
+               "over the token axis, or name a head that takes one feature vector per sample."
+               if phi.ndim == 3 else "; the feature map must be one vector per sample.")
+        )
 
     @override
     def state_dict(self) -> dict[str, Any]:
