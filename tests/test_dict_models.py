@@ -255,6 +255,32 @@ def test_concepts_on_a_sequence_layer_use_per_token_masks():
     assert torch.equal(monitor._units_first(out)[:, :, :, 0], out.transpose(1, 2))
 
 
+def test_concepts_range_importance_on_a_sequence_layer_ablates_the_unit_channel():
+    """Range importance zeroes unit u's range in channel u of (N, T, d) (the axis the explanations read), not
+    token position u: against a direct hook on the encoder's output."""
+    torch.manual_seed(0)
+    model = TextClassifier()
+    monitor = ConceptMonitor("encoder", concept_probe(), num_clusters=2, max_length=1, units=[1], images_every=0)
+    report = measured(monitor, model)
+    low, high = -0.5, 0.25
+    ablated = monitor._ablated_logits(model, 1, low, high)
+
+    def direct(_mod, _args, out):
+        out = out.clone()
+        channel = out[..., 1]
+        out[..., 1] = torch.where((channel >= low) & (channel <= high), torch.zeros_like(channel), channel)
+        return out
+
+    handle = model.encoder.register_forward_hook(direct)
+    try:
+        with torch.no_grad():
+            expected = model(input_ids=PROBE["input_ids"], attention_mask=PROBE["attention_mask"]).logits
+    finally:
+        handle.remove()
+    assert torch.allclose(ablated, expected.float(), atol=1e-6)
+    assert any(k.startswith("range_importance_range_") for k in report.scalars)
+
+
 def test_lib_flattens_tokens_when_every_node_is_per_token_and_refuses_otherwise():
     acts = [torch.randn(4, 3, 5), torch.randn(4, 3, 2)]
     flat, targets = _token_flattened(["a"], acts, torch.zeros(4, 3, dtype=torch.long))

@@ -237,6 +237,7 @@ class ConceptMonitor(Monitor):
         x, _ = self.probe_set.split(self.probe_set.batch(slice(0, 1), pl_module.device))
         with probing(pl_module), capture(pl_module, {self.layer: "output"}) as seen:
             self.probe_set.forward(pl_module, x)  # one sample: the shape of the layer's output
+        self._output_dim = seen[self.layer].dim()
         self._check_layer_output(self._units_first(seen[self.layer]))
 
     def _check_layer_output(self, out: Tensor) -> None:
@@ -262,6 +263,10 @@ class ConceptMonitor(Monitor):
                 raise ValueError(f"layer {self.layer!r} maps are {h}x{w} but the concept masks are {big_h}x{big_w}; "
                                  "the masks must be at least as large, with the same aspect ratio (maps are "
                                  "upsampled to the mask size).")
+
+    def _unit_axis_is_last(self) -> bool:
+        """Whether the layer's units lie on its last axis (a token-major sequence output (N, T, d))."""
+        return getattr(self, "_output_dim", 0) == 3 and not getattr(self, "_channels_first", False)
 
     def _units_first(self, out: Tensor) -> Tensor:
         """A sequence layer's (N, T, d) as d units over a T x 1 map, (N, d, T, 1); (N, C, L) as (N, C, L, 1)."""
@@ -341,9 +346,15 @@ class ConceptMonitor(Monitor):
 
     def _ablated_logits(self, pl_module: pl.LightningModule, unit: int, low: float, high: float) -> Tensor:
         """Logits with ``unit``'s activations in [low, high] zeroed at ``layer`` (a forward hook)."""
+        # the unit's axis as _units_first reads it: dim 1, or the last dim of a token-major sequence (N, T, d)
+        last = self._unit_axis_is_last()
+
         def hook(_mod: Any, _args: Any, output: Tensor) -> Tensor:
             output = output.clone()
-            output[:, unit] = zero_range(output[:, unit], low, high)
+            if last:
+                output[..., unit] = zero_range(output[..., unit], low, high)
+            else:
+                output[:, unit] = zero_range(output[:, unit], low, high)
             return output
 
         assert self.probe_set is not None
@@ -357,12 +368,12 @@ class ConceptMonitor(Monitor):
     def _label_masking_applies(self) -> bool:
         """Label masking needs per-position concepts and image inputs (a region to keep)."""
         x = None if self.probe_set is None else self.probe_set.inputs
-        return (self.label_masking and self.concepts.dim() == 4 and x is not None and x.is_floating_point()
+        return (self.label_masking and self.concepts.dim() == 4 and isinstance(x, Tensor) and x.is_floating_point()
                 and x.dim() in (3, 4))
 
     def _can_label_mask(self, x: Tensor, r: RangeExplanation) -> bool:
         return (self.concepts.dim() == 4 and r.formula_mask is not None and r.formula_mask.dim() == 3
-                and x.is_floating_point() and x.dim() in (3, 4))
+                and isinstance(x, Tensor) and x.is_floating_point() and x.dim() in (3, 4))
 
     def _label_masking(self, pl_module: pl.LightningModule, unit_acts: Tensor, unit: int, r: RangeExplanation) -> float:
         assert self.probe_set is not None and r.formula_mask is not None
