@@ -288,7 +288,9 @@ class Monitor(Callback):
         # under DDP a probe skipped because another rank failed must leave no trace here either
         snapshot = self.state_dict() if trainer.world_size > 1 else None
         try:
-            with probing(pl_module, grad=self.needs_grad):
+            # the probe runs in the precision the model trains in (autocast under "bf16-mixed"); the measures cast
+            # what they capture to float64 themselves (autocast leaves float64 alone)
+            with probing(pl_module, grad=self.needs_grad), trainer.precision_plugin.forward_context():
                 report = self.measure(trainer, pl_module)
             _check_scalars(report)
         except Exception as err:  # a failed measurement must not kill someone's training run

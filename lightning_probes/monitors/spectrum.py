@@ -7,6 +7,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 from torch import nn
+from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from lightning_probes.measures.spectrum import (
@@ -88,6 +89,7 @@ class FeatureSpectrumMonitor(Monitor):
         self.gap = gap
         self.neural_collapse = neural_collapse
         self.nc4_means = nc4_means
+        self._head_name: str | None = None  # the Linear actually probed (inside a wrapping head), set at setup
         self.class_means: torch.Tensor | None = None  # (C, p) of the last probe, for NC4 with "previous"
         self.classification: bool | None = None
         self._stats: FeatureStatistics | None = None
@@ -116,14 +118,30 @@ class FeatureSpectrumMonitor(Monitor):
         }
 
     def _head(self, pl_module: nn.Module) -> nn.Linear:
-        return resolve_module(pl_module, self.head, nn.Linear)  # type: ignore[return-value]
+        return resolve_module(pl_module, self._head_name or self.head, nn.Linear)  # type: ignore[return-value]
+
+    def _resolve_head(self, pl_module: nn.Module) -> str:
+        """The head's module name: ``head`` itself when it is a Linear; for a wrapper holding Linears (an HF
+        ``classifier = nn.Sequential(Dropout, Linear)``), the last Linear registered inside it, with a note;
+        anything else gets the error listing the model's Linear modules."""
+        module = dict(pl_module.named_modules()).get(self.head) if self.head else None
+        if module is not None and not isinstance(module, nn.Linear):
+            inner = module_names(module, nn.Linear)
+            if inner:
+                resolved = f"{self.head}.{inner[-1]}"
+                rank_zero_info(f"[lightning-probes/{self.name}] head {self.head!r} is a {type(module).__name__}, not "
+                               f"a Linear; using the last Linear inside it, {resolved!r} (Φ is its input).")
+                return resolved
+        resolve_module(pl_module, self.head, nn.Linear)  # raises, listing the Linear modules
+        return self.head
 
     @override
     def check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._head_name = self._resolve_head(pl_module)
         head = self._head(pl_module)
         if self.num_classes is not None and self.num_classes != head.out_features:
             raise ValueError(
-                f"num_classes={self.num_classes} but head {self.head!r} has {head.out_features} outputs; "
+                f"num_classes={self.num_classes} but head {self._head_name!r} has {head.out_features} outputs; "
                 f"the head's rows are the classes (Linear modules: {', '.join(module_names(pl_module, nn.Linear))})."
             )
 
@@ -164,10 +182,10 @@ class FeatureSpectrumMonitor(Monitor):
             agreement.reset()
 
         def accumulate() -> None:
-            with capture(pl_module, {self.head: "input"}) as seen:
+            with capture(pl_module, {self._head_name: "input"}) as seen:
                 for x, y in self.probe_set.batches(pl_module.device, rank, world):
                     pl_module(x)
-                    phi = seen[self.head]
+                    phi = _widened(seen[self._head_name])
                     stats.update(phi, y)
                     if previous is not None:  # NC4 against the previous probe's means, in the same pass
                         agreement.update(phi, nn.functional.linear(phi, weight, bias), previous)
@@ -198,10 +216,10 @@ class FeatureSpectrumMonitor(Monitor):
         agreement.reset()
 
         def second_pass() -> None:
-            with capture(pl_module, {self.head: "input"}) as seen:
+            with capture(pl_module, {self._head_name: "input"}) as seen:
                 for x, _ in self.probe_set.batches(pl_module.device, rank, world):
                     pl_module(x)
-                    phi = seen[self.head]
+                    phi = _widened(seen[self._head_name])
                     agreement.update(phi, nn.functional.linear(phi, weight, bias), means)
 
         self.rank_local(trainer, second_pass)
@@ -265,6 +283,13 @@ class FeatureSpectrumMonitor(Monitor):
                 out.append((step, regime))
                 last = regime
         return out
+
+
+def _widened(phi: torch.Tensor) -> torch.Tensor:
+    """bf16 / fp16 features (a probe under ``precision="bf16-mixed"``) as float32. The moments are float64 either
+    way; this keeps the rank tolerance meaningful: matrix_rank's max(N, p)·eps·σ_1 with bf16's eps (7.8e-3) exceeds
+    σ_1 for N ≥ 128, which would declare every feature map identically zero."""
+    return phi.float() if phi.is_floating_point() and torch.finfo(phi.dtype).bits < 32 else phi
 
 
 def _bias(head: nn.Linear) -> torch.Tensor | None:
