@@ -55,6 +55,7 @@ def _fsdp1_root(trainer: Any, module: nn.Module | None) -> nn.Module | None:
 
 
 _in_full = False  # inside full_parameters: nested reads need no second gather
+_gathered = False  # ... and it gathered something: tensors read there are views of memory freed when it ends
 
 
 @contextlib.contextmanager
@@ -70,7 +71,7 @@ def full_parameters(trainer: Any = None, module: nn.Module | None = None) -> Ite
         ...     tuple(lin.weight.shape)
         (2, 3)
     """
-    global _in_full
+    global _in_full, _gathered
     if _in_full:
         yield
         return
@@ -83,30 +84,52 @@ def full_parameters(trainer: Any = None, module: nn.Module | None = None) -> Ite
             from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
             stack.enter_context(FSDP.summon_full_params(fsdp1, writeback=False, recurse=True))
+            _gathered = True
         elif module is not None:
             try:
                 from torch.distributed.fsdp import FSDPModule
             except ImportError:
                 FSDPModule = ()  # type: ignore[assignment,misc]
             sharded = [m for m in module.modules() if isinstance(m, FSDPModule)] if FSDPModule else []
+            _gathered = bool(sharded)
             for m in sharded:
                 m.unshard()
-            stack.callback(lambda: [m.reshard() for m in sharded])
+                stack.callback(m.reshard)
+                stack.callback(_keep_unsharded_through_forward(m))
         _in_full = True
         stack.callback(_leave_full)
         yield
 
 
+def _keep_unsharded_through_forward(module: Any) -> Any:
+    """FSDP2 reshards a module after each forward by default, which would turn the parameters back into shards in
+    the middle of a block that calls the module (LIB's Jacobians do). Hold them whole until the block ends; returns
+    the function that restores the module's own setting. (FSDP2 keeps it per parameter group, an int or a mesh;
+    the public ``set_reshard_after_forward`` takes a bool only, so the groups' own value is saved and put back.)"""
+    state = module._get_fsdp_state()
+    groups = list(getattr(state, "_fsdp_param_groups", None) or [])
+    saved = [g.post_forward_mesh_info for g in groups]
+    for g in groups:
+        g.post_forward_mesh_info = None
+
+    def restore() -> None:
+        for g, info in zip(groups, saved):
+            g.post_forward_mesh_info = info
+
+    return restore
+
+
 def _leave_full() -> None:
-    global _in_full
-    _in_full = False
+    global _in_full, _gathered
+    _in_full = _gathered = False
 
 
 def full_weight(source: nn.Module | Tensor, trainer: Any = None, name: str = "weight") -> Tensor:
     """The whole, detached tensor of a parameter (``source.<name>`` for a module), never a shard.
 
     A ``DTensor`` (FSDP2, tensor parallel) is all-gathered with ``full_tensor()``; a module under FSDP1 is read
-    under ``summon_full_params`` (a copy is returned, valid after the block); a plain parameter is returned as is.
+    under ``summon_full_params``, an FSDP2 module unsharded (a copy is returned, valid after the block); a plain
+    parameter is returned as is.
 
     Raises:
         ValueError: the parameter is a DeepSpeed-partitioned one (its local tensor is a placeholder).
@@ -118,17 +141,12 @@ def full_weight(source: nn.Module | Tensor, trainer: Any = None, name: str = "we
     """
     if isinstance(source, nn.Module):
         with full_parameters(trainer, source):
-            fsdp1 = not _is_plain_read(trainer, source)
             tensor = getattr(source, name)
             if tensor is None:
                 raise ValueError(f"{type(source).__name__} has no {name!r} tensor.")
             out = _whole(tensor)
-            return out.clone() if fsdp1 else out  # FSDP1's full view is freed when the block ends
+            return out.clone() if _gathered else out  # a gathered view is freed when the block ends
     return _whole(source)
-
-
-def _is_plain_read(trainer: Any, module: nn.Module) -> bool:
-    return _fsdp1_root(trainer, module) is None
 
 
 def _whole(tensor: Tensor) -> Tensor:

@@ -23,8 +23,10 @@ from typing_extensions import override
 
 from lightning_probes.probe_set import ProbeSet, Source, probing
 from lightning_probes.schedules import Clock, Schedule, as_schedule, log_spaced
+from lightning_probes.spawn import is_spawned_worker, new_token, receive_from_worker, send_to_launcher
 from lightning_probes.tensorboard import drawing, drawing_seconds, has_matplotlib, merge_layouts, write_layout_once
 from lightning_probes.triggers import Trigger
+from lightning_probes.weights import check_strategy
 
 __all__ = ["Monitor", "Report"]
 
@@ -94,6 +96,8 @@ class Monitor(Callback):
         self.at_start, self.at_end = at_start, at_end
         self.images_every = images_every
         self.clock = Clock()
+        self._spawn_token = new_token()  # names the state a ddp_spawn worker sends back (see lightning_probes.spawn)
+        self._ran_hooks = False  # set at setup: this copy runs the fit (never true in a ddp_spawn launcher)
         self.history: list[tuple[int, dict[str, float]]] = []
         self.stop_reason: str | None = None
         self.failures = 0
@@ -135,6 +139,20 @@ class Monitor(Callback):
         return {}
 
     # ------------------------------------------------------------------ public helpers
+    @property
+    def history(self) -> list[tuple[int, dict[str, float]]]:
+        """(step, scalars) of every successful probe. After a ``ddp_spawn`` fit, the launching process's monitor
+        takes rank 0's state (history, clock, triggers, stop reason, its own state) the first time this is read."""
+        if not self._ran_hooks:
+            state = receive_from_worker(self._spawn_token)
+            if state is not None:
+                self.load_state_dict(state)
+        return self._history
+
+    @history.setter
+    def history(self, value: list[tuple[int, dict[str, float]]]) -> None:
+        self._history = value
+
     @property
     def prefix(self) -> str:
         return f"probes/{self.name}/"
@@ -185,7 +203,9 @@ class Monitor(Callback):
     # ------------------------------------------------------------------ Lightning hooks
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._ran_hooks = True
         if stage == "fit":
+            check_strategy(trainer, type(self).__name__)  # DeepSpeed: refused, its parameters are partitioned
             self.check_model(trainer, pl_module)
 
     @override
@@ -246,6 +266,11 @@ class Monitor(Callback):
         if self.at_end and trainer.global_step != self.clock.last_step:
             self._probe(trainer, pl_module, trainer.global_step, final=True)
         self._flush(trainer)
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and is_spawned_worker(trainer):
+            send_to_launcher(self._spawn_token, self.state_dict(), trainer)  # the launcher's copy saw nothing
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
