@@ -98,6 +98,7 @@ class Monitor(Callback):
         self.clock = Clock()
         self._spawn_token = new_token()  # names the state a ddp_spawn worker sends back (see lightning_probes.spawn)
         self._ran_hooks = False  # set at setup: this copy runs the fit (never true in a ddp_spawn launcher)
+        self._silent = False  # under fast_dev_run: no probe
         self.history: list[tuple[int, dict[str, float]]] = []
         self.stop_reason: str | None = None
         self.failures = 0
@@ -207,6 +208,11 @@ class Monitor(Callback):
         if stage == "fit":
             check_strategy(trainer, type(self).__name__)  # DeepSpeed: refused, its parameters are partitioned
             self.check_model(trainer, pl_module)
+            # like ModelCheckpoint and EarlyStopping: a fast_dev_run checks that the monitor fits the model (above, and
+            # at fit start) but probes and publishes nothing
+            self._silent = bool(trainer.fast_dev_run)
+            if self._silent:
+                rank_zero_info(f"[lightning-probes/{self.name}] fast_dev_run: the model was checked, no probe runs.")
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -302,6 +308,8 @@ class Monitor(Callback):
     def _probe(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, final: bool = False
     ) -> None:
+        if self._silent:
+            return
         start, drawn = time.perf_counter(), drawing_seconds()
         self.step = step
         due = self.images_every > 0 and (final or self._pictures_pending
