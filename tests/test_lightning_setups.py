@@ -158,3 +158,26 @@ def test_conv_and_attention_layers_are_neurons():
         neuron_weights(nn.MultiheadAttention(8, 2, kdim=4))
     with pytest.raises(TypeError, match="a ReLU is not a neuron layer"):
         neuron_weights(nn.ReLU())
+
+
+class Attention(MLPClassifier):
+    """The 8x8 digit as 4 tokens of 16 pixels through self-attention, then the MLP."""
+
+    def __init__(self):
+        super().__init__(hidden=(32,))
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+
+    def forward(self, x):
+        tokens = x.reshape(len(x), 4, 16)
+        return super().forward(self.attn(tokens, tokens, tokens, need_weights=False)[0].flatten(1))
+
+
+def test_condensation_on_an_attention_layer_named_explicitly(tmp_path):
+    monitor = CondensationMonitor(layers=["attn", "attn.out_proj"], schedule=every(2), images_every=0)
+    model = Attention()
+    _fit(tmp_path, model, max_steps=2, callbacks=[monitor])
+    assert [s for s, _ in monitor.history] == [0, 2] and monitor.failures == 0
+    assert monitor.last_stats["attn"].n_neurons == 48  # query, key and value units
+    assert monitor.initial_weights["attn"].shape == (48, 16)
+    assert monitor.last_stats["attn.out_proj"].n_neurons == 16
+    assert monitor.history[-1][1]["attn/weight_norm"] == pytest.approx(float(model.attn.in_proj_weight.norm()))

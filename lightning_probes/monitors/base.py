@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_probes.precision import probe_precision
 from lightning_probes.probe_set import ProbeSet, Source, probing
 from lightning_probes.schedules import Clock, Schedule, as_schedule, log_spaced
 from lightning_probes.spawn import is_spawned_worker, new_token, receive_from_worker, send_to_launcher
@@ -321,9 +322,8 @@ class Monitor(Callback):
         # under DDP a probe skipped because another rank failed must leave no trace here either
         snapshot = self.state_dict() if trainer.world_size > 1 else None
         try:
-            # the probe runs in the precision the model trains in (autocast under "bf16-mixed"); the measures cast
-            # what they capture to float64 themselves (autocast leaves float64 alone)
-            with probing(pl_module, grad=self.needs_grad), trainer.precision_plugin.forward_context():
+            # in the precision the model trains in: autocast under "bf16-mixed" (see lightning_probes.precision)
+            with probing(pl_module, grad=self.needs_grad), probe_precision(trainer):
                 report = self.measure(trainer, pl_module)
             _check_scalars(report)
         except Exception as err:  # a failed measurement must not kill someone's training run
