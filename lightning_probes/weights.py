@@ -20,7 +20,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-import torch
+import torch  # noqa: F401  (the doctests use it)
 from torch import Tensor, nn
 
 __all__ = ["NEURON_LAYERS", "check_strategy", "full_parameters", "full_weight", "neuron_count", "neuron_weights"]

@@ -135,8 +135,8 @@ def test_a_head_wrapping_a_linear_resolves_to_it(tmp_path, caplog):
     spectrum = FeatureSpectrumMonitor(schedule=every(2), images_every=0, max_samples=200)
     with caplog.at_level("INFO"):
         _fit(tmp_path, WrappedHead(), max_steps=2, callbacks=[spectrum])
-    assert "head 'classifier' is a Sequential, not a Linear; using the last Linear inside it, 'classifier.1'" \
-        in caplog.text
+    assert "head 'classifier' is a Sequential, not a Linear; using the Linear that makes its output, " \
+           "'classifier.1'" in caplog.text
     assert _steps(spectrum) == [0, 2] and spectrum.failures == 0
     assert spectrum.history[-1][1]["rank"] <= 32  # Φ is the 32-wide input of classifier.1
 
@@ -145,6 +145,27 @@ def test_a_head_without_a_linear_gets_the_list_of_linear_modules(tmp_path):
     with pytest.raises(TypeError, match=r"'features.1' is a ReLU, not a Linear. Linear modules: 'features.0', "
                                         r"'classifier'"):
         _fit(tmp_path, max_steps=1, callbacks=[FeatureSpectrumMonitor(head="features.1")])
+
+
+class CustomHead(nn.Module):  # like HF's RobertaClassificationHead: what forward does is not in the structure
+    def __init__(self):
+        super().__init__()
+        self.dense, self.out_proj = nn.Linear(32, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.out_proj(torch.tanh(self.dense(x)))
+
+
+class CustomHeadModel(MLPClassifier):
+    def __init__(self):
+        super().__init__(hidden=(32,))
+        self.classifier = CustomHead()
+
+
+def test_a_head_of_unknown_structure_is_refused_with_a_suggestion(tmp_path):
+    with pytest.raises(TypeError, match=r"cannot be read off its structure; name the Linear whose input is Φ, e.g. "
+                                        r"head='classifier.out_proj'"):
+        _fit(tmp_path, CustomHeadModel(), max_steps=1, callbacks=[FeatureSpectrumMonitor()])
 
 
 def test_conv_and_attention_layers_are_neurons():

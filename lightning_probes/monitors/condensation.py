@@ -178,9 +178,13 @@ class CondensationMonitor(Monitor):
                     f"{', '.join(map(repr, candidates)) or '(none)'}; name the layers to watch with layers=[...]."
                 )
             self.layers = candidates[:-1]
+        modules = dict(pl_module.named_modules())
         for name in self.layers:
+            if name not in modules or not name:
+                raise ValueError(f"No module named {name!r} in {type(pl_module).__name__}. Linear/Conv modules: "
+                                 f"{', '.join(map(repr, candidates)) or '(none)'}.")
             try:
-                width = neuron_count(self._layer(pl_module, name))
+                width = neuron_count(modules[name])
             except TypeError as err:
                 raise TypeError(f"layer {name!r}: {err} Linear/Conv modules: "
                                 f"{', '.join(map(repr, candidates)) or '(none)'}.") from None

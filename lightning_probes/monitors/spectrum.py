@@ -121,17 +121,24 @@ class FeatureSpectrumMonitor(Monitor):
         return resolve_module(pl_module, self._head_name or self.head, nn.Linear)  # type: ignore[return-value]
 
     def _resolve_head(self, pl_module: nn.Module) -> str:
-        """The head's module name: ``head`` itself when it is a Linear; for a wrapper holding Linears (an HF
-        ``classifier = nn.Sequential(Dropout, Linear)``), the last Linear registered inside it, with a note;
-        anything else gets the error listing the model's Linear modules."""
+        """The head's module name: ``head`` itself when it is a Linear; for an ``nn.Sequential`` whose output is a
+        Linear's output (an HF-style ``classifier = Sequential(Dropout, Linear)``: only Dropout / Identity may follow
+        the Linear), that Linear, with a note; anything else gets the error listing the model's Linear modules
+        (a container whose forward cannot be read off its structure names its last Linear as a suggestion)."""
         module = dict(pl_module.named_modules()).get(self.head) if self.head else None
         if module is not None and not isinstance(module, nn.Linear):
-            inner = module_names(module, nn.Linear)
-            if inner:
-                resolved = f"{self.head}.{inner[-1]}"
+            inner = _output_linear(module)
+            if inner is not None:
+                resolved = f"{self.head}.{inner}"
                 rank_zero_info(f"[lightning-probes/{self.name}] head {self.head!r} is a {type(module).__name__}, not "
-                               f"a Linear; using the last Linear inside it, {resolved!r} (Φ is its input).")
+                               f"a Linear; using the Linear that makes its output, {resolved!r} (Φ is its input).")
                 return resolved
+            linears = module_names(module, nn.Linear)
+            if linears and not isinstance(module, nn.Sequential):
+                raise TypeError(
+                    f"head {self.head!r} is a {type(module).__name__}, not a Linear, and its output cannot be read off "
+                    f"its structure; name the Linear whose input is Φ, e.g. head={self.head + '.' + linears[-1]!r}."
+                )
         resolve_module(pl_module, self.head, nn.Linear)  # raises, listing the Linear modules
         return self.head
 
@@ -283,6 +290,27 @@ class FeatureSpectrumMonitor(Monitor):
                 out.append((step, regime))
                 last = regime
         return out
+
+
+def _output_linear(module: nn.Module) -> str | None:
+    """The (relative) name of the Linear whose output is ``module``'s output, for a Sequential chain ending in a
+    Linear, possibly followed by Dropout / Identity (no-ops in a probe's eval mode) and possibly nested; else None.
+
+    Example:
+        >>> _output_linear(nn.Sequential(nn.Dropout(0.1), nn.Linear(4, 2))), _output_linear(nn.Sequential(
+        ...     nn.Linear(4, 4), nn.ReLU()))
+        ('1', None)
+    """
+    if isinstance(module, nn.Linear):
+        return ""
+    if not isinstance(module, nn.Sequential):
+        return None
+    for name, child in reversed(list(module.named_children())):
+        if isinstance(child, (nn.Dropout, nn.Identity)):
+            continue
+        inner = _output_linear(child)
+        return None if inner is None else (f"{name}.{inner}" if inner else name)
+    return None
 
 
 def _widened(phi: torch.Tensor) -> torch.Tensor:
