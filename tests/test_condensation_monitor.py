@@ -198,7 +198,7 @@ def test_unknown_layer_lists_the_linear_layers(tmp_path):
 
 
 def test_non_linear_layer_and_single_neuron_layer_are_refused(tmp_path):
-    with pytest.raises(TypeError, match="'activation' is a Tanh, not a Linear"):
+    with pytest.raises(TypeError, match="'activation': a Tanh is not a neuron layer"):
         fit(tmp_path, CondensationMonitor(layers=["activation"]), small_model(), 1)
     with pytest.raises(ValueError, match="'output' has 1 neuron; .* at least 2"):
         fit(tmp_path, CondensationMonitor(layers=["output"]), small_model(), 1)
@@ -210,7 +210,7 @@ def test_auto_needs_a_hidden_linear_layer(tmp_path):
             super().__init__(width=4)
             self.layer1, self.layer2 = nn.Identity(), nn.Identity()
 
-    with pytest.raises(ValueError, match="has 1 Linear layer"):
+    with pytest.raises(ValueError, match="has 1 Linear/Conv layer"):
         fit(tmp_path, CondensationMonitor(), OneLayer(), 1)
 
 

@@ -22,10 +22,13 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_probes.monitors.trial import trial_probe
+from lightning_probes.precision import probe_precision
 from lightning_probes.probe_set import ProbeSet, Source, check_forward, probing
 from lightning_probes.schedules import Clock, Schedule, as_schedule, log_spaced
+from lightning_probes.spawn import is_spawned_worker, new_token, receive_from_worker, send_to_launcher
 from lightning_probes.tensorboard import drawing, drawing_seconds, has_matplotlib, merge_layouts, write_layout_once
 from lightning_probes.triggers import Trigger
+from lightning_probes.weights import check_strategy
 
 __all__ = ["Monitor", "Report"]
 
@@ -114,6 +117,9 @@ class Monitor(Callback):
         self.at_start, self.at_end = at_start, at_end
         self.images_every = images_every
         self.clock = Clock()
+        self._spawn_token = new_token()  # names the state a ddp_spawn worker sends back (see lightning_probes.spawn)
+        self._ran_hooks = False  # set at setup: this copy runs the fit (never true in a ddp_spawn launcher)
+        self._silent = False  # under fast_dev_run: no probe
         self.history: list[tuple[int, dict[str, float]]] = []
         self.stop_reason: str | None = None
         self.failures = 0
@@ -155,6 +161,20 @@ class Monitor(Callback):
         return {}
 
     # ------------------------------------------------------------------ public helpers
+    @property
+    def history(self) -> list[tuple[int, dict[str, float]]]:
+        """(step, scalars) of every successful probe. After a ``ddp_spawn`` fit, the launching process's monitor
+        takes rank 0's state (history, clock, triggers, stop reason, its own state) the first time this is read."""
+        if not self._ran_hooks:
+            state = receive_from_worker(self._spawn_token)
+            if state is not None:
+                self.load_state_dict(state)
+        return self._history
+
+    @history.setter
+    def history(self, value: list[tuple[int, dict[str, float]]]) -> None:
+        self._history = value
+
     @property
     def prefix(self) -> str:
         return f"probes/{self.name}/"
@@ -205,8 +225,15 @@ class Monitor(Callback):
     # ------------------------------------------------------------------ Lightning hooks
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._ran_hooks = True
         if stage == "fit":
+            check_strategy(trainer, type(self).__name__)  # DeepSpeed: refused, its parameters are partitioned
             self.check_model(trainer, pl_module)
+            # like ModelCheckpoint and EarlyStopping: a fast_dev_run checks that the monitor fits the model (above, and
+            # at fit start) but probes and publishes nothing
+            self._silent = bool(trainer.fast_dev_run)
+            if self._silent:
+                rank_zero_info(f"[lightning-probes/{self.name}] fast_dev_run: the model was checked, no probe runs.")
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -269,6 +296,11 @@ class Monitor(Callback):
         self._flush(trainer)
 
     @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and is_spawned_worker(trainer):
+            send_to_launcher(self._spawn_token, self.state_dict(), trainer)  # the launcher's copy saw nothing
+
+    @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._flush(trainer)  # keep every probe point written before the crash
 
@@ -298,6 +330,8 @@ class Monitor(Callback):
     def _probe(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, final: bool = False
     ) -> None:
+        if self._silent:
+            return
         start, drawn = time.perf_counter(), drawing_seconds()
         self.step = step
         due = self.images_every > 0 and (final or self._pictures_pending
@@ -309,7 +343,8 @@ class Monitor(Callback):
         # under DDP a probe skipped because another rank failed must leave no trace here either
         snapshot = self.state_dict() if trainer.world_size > 1 else None
         try:
-            with probing(pl_module, grad=self.needs_grad):
+            # in the precision the model trains in: autocast under "bf16-mixed" (see lightning_probes.precision)
+            with probing(pl_module, grad=self.needs_grad), probe_precision(trainer):
                 report = self.measure(trainer, pl_module)
             _check_scalars(report)
         except Exception as err:  # a failed measurement must not kill someone's training run

@@ -29,6 +29,7 @@ from lightning_probes.probe_set import module_names, resolve_module
 from lightning_probes.tensorboard import drawing, heatmap_image, markdown_table, scatter_image
 from lightning_probes.schedules import Schedule
 from lightning_probes.triggers import StopWhen, Trigger
+from lightning_probes.weights import NEURON_LAYERS, check_strategy, neuron_count, neuron_weights
 
 __all__ = ["CondensationMonitor"]
 
@@ -43,7 +44,7 @@ STAGE_RULES = ("norm_growth", "relative_change")
 class CondensationMonitor(Monitor):
     """Watch the hidden neurons' input-weight directions condense (SCIENCE.md section 2).
 
-    Per watched ``nn.Linear`` layer, logs under ``probes/condensation/<layer>/``: ``n_directions`` (clusters of
+    Per watched layer (``layers``), logs under ``probes/condensation/<layer>/``: ``n_directions`` (clusters of
     neuron directions [W_k, b_k] under average linkage on 1 - |cos|, cut at 1 - ``threshold``; every alive neuron
     counts), ``n_directions_weighted`` (the same count over the fewest neurons carrying 99% of Σ‖[W_k, b_k]‖², so
     small never-aligned neurons do not count as directions), ``n_directions_random`` (the chance level: the count
@@ -70,8 +71,11 @@ class CondensationMonitor(Monitor):
     ``StopWhen("layer2/norm_ratio", above=2.0)``.
 
     Args:
-        layers: names of ``nn.Linear`` modules, or ``"auto"``: every Linear except the last one registered
-            (the output layer).
+        layers: names of neuron layers, or ``"auto"``: every Linear and Conv layer except the last one registered
+            (the output layer). A Conv1d/2d/3d output channel is one neuron, its input weight the flattened kernel;
+            named explicitly, an ``nn.MultiheadAttention`` (the rows of ``in_proj_weight``) or any module with a 2-D
+            ``weight`` works too (:func:`~lightning_probes.weights.neuron_weights`). Weights are read in full under
+            FSDP, never a shard; DeepSpeed is refused at setup.
         threshold: cosine level of one condensed direction, in (0, 1] (0.95 in the papers).
         signed: keep a direction and its opposite apart (distance 1 - cos); the default treats them as one line,
             right for odd activations like tanh.
@@ -220,47 +224,55 @@ class CondensationMonitor(Monitor):
     # ------------------------------------------------------------------ layers
     @override
     def check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        linear = module_names(pl_module, nn.Linear)
+        check_strategy(trainer, type(self).__name__, reads_weights=True)
+        candidates = module_names(pl_module, NEURON_LAYERS)
         if self.layer_spec == "auto":
-            if len(linear) < 2:
+            if len(candidates) < 2:
                 raise ValueError(
-                    f"layers='auto' watches every Linear layer but the last (the output), and "
-                    f"{type(pl_module).__name__} has {len(linear)} Linear layer(s): "
-                    f"{', '.join(map(repr, linear)) or '(none)'}; name the layers to watch with layers=[...]."
+                    f"layers='auto' watches every Linear and Conv layer but the last one (the output), and "
+                    f"{type(pl_module).__name__} has {len(candidates)} Linear/Conv layer(s): "
+                    f"{', '.join(map(repr, candidates)) or '(none)'}; name the layers to watch with layers=[...]."
                 )
-            self.layers = linear[:-1]
+            self.layers = candidates[:-1]
+        modules = dict(pl_module.named_modules())
         for name in self.layers:
-            layer = resolve_module(pl_module, name, nn.Linear)
-            if layer.out_features < 2:
+            if name not in modules or not name:
+                raise ValueError(f"No module named {name!r} in {type(pl_module).__name__}. Linear/Conv modules: "
+                                 f"{', '.join(map(repr, candidates)) or '(none)'}.")
+            try:
+                width = neuron_count(modules[name])
+            except TypeError as err:
+                raise TypeError(f"layer {name!r}: {err} Linear/Conv modules: "
+                                f"{', '.join(map(repr, candidates)) or '(none)'}.") from None
+            if width < 2:
                 raise ValueError(
-                    f"layer {name!r} has {layer.out_features} neuron; condensation compares the directions of at "
-                    f"least 2 neurons. Linear modules: {', '.join(map(repr, linear))}."
+                    f"layer {name!r} has {width} neuron; condensation compares the directions of at "
+                    f"least 2 neurons. Linear/Conv modules: {', '.join(map(repr, candidates))}."
                 )
-            if layer.out_features > self.max_neurons:
+            if width > self.max_neurons:
                 self.warn_once(
                     f"sampled-{name}",
-                    f"layer {name!r} has {layer.out_features} neurons > max_neurons={self.max_neurons}: its "
+                    f"layer {name!r} has {width} neurons > max_neurons={self.max_neurons}: its "
                     f"directions, clusters and ranks are measured on a fixed sample of {self.max_neurons} neurons "
                     f"(seed {self.seed}); weight_norm and relative_change use the whole layer.",
                 )
 
-    def _layer(self, pl_module: nn.Module, name: str) -> nn.Linear:
-        return resolve_module(pl_module, name, nn.Linear)  # type: ignore[return-value]
+    def _layer(self, pl_module: nn.Module, name: str) -> nn.Module:
+        return resolve_module(pl_module, name)
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         for name in self.layers:  # a resumed run keeps the W_0 restored from its checkpoint
             if name not in self.initial_weights:
-                self.initial_weights[name] = self._layer(pl_module, name).weight.detach().cpu().clone()
+                self.initial_weights[name] = neuron_weights(self._layer(pl_module, name), trainer)[0].cpu().clone()
 
     # ------------------------------------------------------------------ the probe
     @override
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Report:
         report = Report()
         for name in self.layers:
-            layer = self._layer(pl_module, name)
-            weight, bias = layer.weight.detach(), None if layer.bias is None else layer.bias.detach()
+            weight, bias = neuron_weights(self._layer(pl_module, name), trainer)  # (m, d), (m,): whole, never a shard
             if not bool(torch.isfinite(weight).all()) or (bias is not None and not bool(torch.isfinite(bias).all())):
                 raise ValueError(f"layer {name!r} has NaN or inf weights at step {self.step}; its condensation is "
                                  "undefined (did training diverge?)")
@@ -278,7 +290,7 @@ class CondensationMonitor(Monitor):
             if self.render_images:
                 self._pictures(report, name, stats)
                 if weight.shape[1] == 1:
-                    self._orientation_picture(report, pl_module, name, weight, bias)
+                    self._orientation_picture(report, trainer, pl_module, name, weight, bias)
         if self.render_images:
             report.texts["layers"] = self._table()
         return report
@@ -308,10 +320,10 @@ class CondensationMonitor(Monitor):
         return None
 
     @drawing()
-    def _orientation_picture(self, report: Report, pl_module: nn.Module, name: str, weight: Tensor,
-                             bias: Tensor | None) -> None:
+    def _orientation_picture(self, report: Report, trainer: pl.Trainer, pl_module: nn.Module, name: str,
+                             weight: Tensor, bias: Tensor | None) -> None:
         """Orientation angle of each neuron against its amplitude |a_k|·‖(w_k, b_k)‖ (a 1-D input)."""
-        outgoing = self._outgoing(pl_module, name)
+        outgoing = self._outgoing(trainer, pl_module, name)
         angle, amplitude = orientation_amplitude(weight, bias, outgoing)
         amp = "|a_k|·‖(w_k, b_k)‖" if outgoing is not None else "‖(w_k, b_k)‖ (no next Linear layer found)"
         report.images[f"{name}/orientation"] = scatter_image(
@@ -320,14 +332,15 @@ class CondensationMonitor(Monitor):
             logy=True, xticks={"-π": -math.pi, "-π/2": -math.pi / 2, "0": 0.0, "π/2": math.pi / 2, "π": math.pi},
         )
 
-    def _outgoing(self, pl_module: nn.Module, name: str) -> Tensor | None:
-        """The weight of the next Linear layer that reads this layer's neurons (registration order), if any."""
+    def _outgoing(self, trainer: pl.Trainer, pl_module: nn.Module, name: str) -> Tensor | None:
+        """The weight of the next Linear layer that reads this layer's neurons (registration order), if any; read
+        whole (never a shard), like the layer's own weights."""
         names = module_names(pl_module, nn.Linear)
-        width = self._layer(pl_module, name).out_features
+        width = neuron_count(self._layer(pl_module, name))
         for later in names[names.index(name) + 1:] if name in names else []:
             layer = self._layer(pl_module, later)
             if layer.in_features == width:
-                return layer.weight.detach()
+                return neuron_weights(layer, trainer)[0]
         return None
 
     @drawing()  # so a time budget knows what pictures cost apart from the measurement

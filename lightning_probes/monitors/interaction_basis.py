@@ -31,6 +31,7 @@ from lightning_probes.batches import logits_of
 from lightning_probes.monitors.base import Monitor, Report
 from lightning_probes.probe_set import capture, probing, resolve_module
 from lightning_probes.tensorboard import drawing, heatmap_image, line_image, markdown_table
+from lightning_probes.weights import check_strategy, full_parameters
 
 __all__ = ["InteractionBasisMonitor"]
 
@@ -184,6 +185,7 @@ class InteractionBasisMonitor(Monitor):
     # ------------------------------------------------------------------ sections
     @override
     def check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        check_strategy(trainer, type(self).__name__, reads_weights=True)
         for name in self.layers:
             resolve_module(pl_module, name)
         for spec in self.section_specs or []:
@@ -219,9 +221,10 @@ class InteractionBasisMonitor(Monitor):
         acts, targets = self._node_activations(pl_module)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
-            graph = interaction_graph(self._sections, acts, self.truncation, self.final_basis,
-                                      self.max_jacobian_elements, gradients=self.gradients,
-                                      integration_points=self.integration_points)
+            with full_parameters(trainer, pl_module):  # the Jacobians read the sections' weights: whole, never a shard
+                graph = interaction_graph(self._sections, acts, self.truncation, self.final_basis,
+                                          self.max_jacobian_elements, gradients=self.gradients,
+                                          integration_points=self.integration_points)
         for w in caught:
             if w.category is UserWarning:  # e.g. "Jacobian too big, chunked": once per run, not at every probe
                 text = str(w.message)

@@ -384,7 +384,7 @@ class InteractionMonitor(Monitor):
         for source in [OUTPUT, *self.layers]:
             if logits[source].ndim != 3:
                 raise ValueError("the model must return logits of shape (B, C) for InteractionMonitor.")
-            v = log_odds(logits[source], y)
+            v = log_odds(logits[source].to(torch.float64), y)  # bf16 logits under autocast: math in float64
             clamped += int(v.clamped.sum())
             games[source] = v.values.to(torch.float64)
         total = sum(g.numel() for g in games.values())

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 from torch import nn
+from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from lightning_probes.measures.spectrum import (
@@ -136,6 +137,7 @@ class FeatureSpectrumMonitor(Monitor):
         self.gap = gap
         self.neural_collapse = neural_collapse
         self.nc4_means = nc4_means
+        self._head_name: str | None = None  # the Linear actually probed (inside a wrapping head), set at setup
         self.class_means: torch.Tensor | None = None  # (C, p) of the last probe, for NC4 with "previous"
         self.classification: bool | None = None
         self._stats: FeatureStatistics | None = None
@@ -169,14 +171,37 @@ class FeatureSpectrumMonitor(Monitor):
         }
 
     def _head(self, pl_module: nn.Module) -> nn.Linear:
-        return resolve_module(pl_module, self.head, nn.Linear)  # type: ignore[return-value]
+        return resolve_module(pl_module, self._head_name or self.head, nn.Linear)  # type: ignore[return-value]
+
+    def _resolve_head(self, pl_module: nn.Module) -> str:
+        """The head's module name: ``head`` itself when it is a Linear; for an ``nn.Sequential`` whose output is a
+        Linear's output (an HF-style ``classifier = Sequential(Dropout, Linear)``: only Dropout / Identity may follow
+        the Linear), that Linear, with a note; anything else gets the error listing the model's Linear modules
+        (a container whose forward cannot be read off its structure names its last Linear as a suggestion)."""
+        module = dict(pl_module.named_modules()).get(self.head) if self.head else None
+        if module is not None and not isinstance(module, nn.Linear):
+            inner = _output_linear(module)
+            if inner is not None:
+                resolved = f"{self.head}.{inner}"
+                rank_zero_info(f"[lightning-probes/{self.name}] head {self.head!r} is a {type(module).__name__}, not "
+                               f"a Linear; using the Linear that makes its output, {resolved!r} (Φ is its input).")
+                return resolved
+            linears = module_names(module, nn.Linear)
+            if linears and not isinstance(module, nn.Sequential):
+                raise TypeError(
+                    f"head {self.head!r} is a {type(module).__name__}, not a Linear, and its output cannot be read off "
+                    f"its structure; name the Linear whose input is Φ, e.g. head={self.head + '.' + linears[-1]!r}."
+                )
+        resolve_module(pl_module, self.head, nn.Linear)  # raises, listing the Linear modules
+        return self.head
 
     @override
     def check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._head_name = self._resolve_head(pl_module)
         head = self._head(pl_module)
         if self.num_classes is not None and self.num_classes != head.out_features:
             raise ValueError(
-                f"num_classes={self.num_classes} but head {self.head!r} has {head.out_features} outputs; "
+                f"num_classes={self.num_classes} but head {self._head_name!r} has {head.out_features} outputs; "
                 f"the head's rows are the classes (Linear modules: {', '.join(module_names(pl_module, nn.Linear))})."
             )
 
@@ -220,10 +245,10 @@ class FeatureSpectrumMonitor(Monitor):
         kept: list[torch.Tensor] = []  # this rank's features, for the decision count after the diagonalisation
 
         def accumulate() -> None:
-            with capture(pl_module, {self.head: "input"}) as seen:
+            with capture(pl_module, {self._head_name: "input"}) as seen:
                 for x, y in self.probe_set.batches(pl_module.device, rank, world):
                     self.probe_set.forward(pl_module, x)
-                    phi = self._features(seen[self.head])
+                    phi = _widened(self._features(seen[self._head_name]))
                     stats.update(phi, y)
                     if self._decisions is not None:
                         kept.append(phi.detach())
@@ -287,10 +312,10 @@ class FeatureSpectrumMonitor(Monitor):
         agreement.reset()
 
         def second_pass() -> None:
-            with capture(pl_module, {self.head: "input"}) as seen:
+            with capture(pl_module, {self._head_name: "input"}) as seen:
                 for x, _ in self.probe_set.batches(pl_module.device, rank, world):
                     self.probe_set.forward(pl_module, x)
-                    phi = self._features(seen[self.head])
+                    phi = _widened(self._features(seen[self._head_name]))
                     agreement.update(phi, nn.functional.linear(phi, weight, bias), means)
 
         self.rank_local(trainer, second_pass)
@@ -392,6 +417,34 @@ class FeatureSpectrumMonitor(Monitor):
 def _regime_name(scalars: dict[str, float]) -> str:
     value = scalars.get("regime")
     return "undefined" if value is None or value != value else REGIMES.get(int(value), "?")
+
+
+def _output_linear(module: nn.Module) -> str | None:
+    """The (relative) name of the Linear whose output is ``module``'s output, for a Sequential chain ending in a
+    Linear, possibly followed by Dropout / Identity (no-ops in a probe's eval mode) and possibly nested; else None.
+
+    Example:
+        >>> _output_linear(nn.Sequential(nn.Dropout(0.1), nn.Linear(4, 2))), _output_linear(nn.Sequential(
+        ...     nn.Linear(4, 4), nn.ReLU()))
+        ('1', None)
+    """
+    if isinstance(module, nn.Linear):
+        return ""
+    if not isinstance(module, nn.Sequential):
+        return None
+    for name, child in reversed(list(module.named_children())):
+        if isinstance(child, (nn.Dropout, nn.Identity)):
+            continue
+        inner = _output_linear(child)
+        return None if inner is None else (f"{name}.{inner}" if inner else name)
+    return None
+
+
+def _widened(phi: torch.Tensor) -> torch.Tensor:
+    """bf16 / fp16 features (a probe under ``precision="bf16-mixed"``) as float32. The moments are float64 either
+    way; this keeps the rank tolerance meaningful: matrix_rank's max(N, p)·eps·σ_1 with bf16's eps (7.8e-3) exceeds
+    σ_1 for N ≥ 128, which would declare every feature map identically zero."""
+    return phi.float() if phi.is_floating_point() and torch.finfo(phi.dtype).bits < 32 else phi
 
 
 def _bias(head: nn.Linear) -> torch.Tensor | None:
