@@ -169,6 +169,17 @@ class ConceptMonitor(Monitor):
         super().load_state_dict(state_dict)
         self.last_formulas = dict(state_dict.get("last_formulas", {}))
 
+    progress_bar_scalars = ("specialisation", "n_units_explained")  # shown on the progress bar after each probe
+
+    @override
+    def cheaper(self) -> str | None:
+        """Explain every other unit of those explained so far (each unit is one formula search per range)."""
+        if len(self._units) <= 1:
+            return None
+        before = len(self._units)
+        self._units = self._units[::2]
+        return f"{len(self._units)} units explained instead of {before}"
+
     @override
     def dashboard(self) -> dict[str, dict[str, list]]:
         p = self.prefix

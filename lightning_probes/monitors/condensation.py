@@ -143,6 +143,8 @@ class CondensationMonitor(Monitor):
         self.initial_weights = {k: v.detach().cpu().clone() for k, v in state_dict.get("initial_weights", {}).items()}
         self.stage_end = {k: int(v) for k, v in state_dict.get("stage_end", {}).items()}
 
+    progress_bar_scalars = ("n_directions",)  # per layer, shown on the progress bar after each probe
+
     @override
     def dashboard(self) -> dict[str, dict[str, list]]:
         p = re.escape(self.prefix)

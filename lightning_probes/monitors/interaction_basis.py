@@ -141,6 +141,19 @@ class InteractionBasisMonitor(Monitor):
                                             f"{self.layers}; its history is restored as saved.")
         super().load_state_dict(state_dict)
 
+    progress_bar_scalars = ("n_directions",)  # per layer, shown on the progress bar after each probe
+
+    @override
+    def cheaper(self) -> str | None:
+        """Halve the probe set whose Jacobians build the basis, down to 32 samples."""
+        probe = self.probe_set
+        if probe is None or probe.inputs is None or len(probe) < 64:
+            return None
+        before, keep = len(probe), len(probe) // 2
+        probe.inputs = probe.inputs[:keep]
+        probe.targets = None if probe.targets is None else probe.targets[:keep]
+        return f"{keep} samples instead of {before}"
+
     @override
     def dashboard(self) -> dict[str, dict[str, list]]:
         p = self.prefix

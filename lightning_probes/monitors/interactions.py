@@ -167,6 +167,18 @@ class InteractionMonitor(Monitor):
     def state_key_fields(self) -> dict[str, Any]:
         return {"n": self.players.n, "layers": tuple(self.layers), "num_samples": self.num_samples}
 
+    progress_bar_scalars = ("n_salient",)  # shown on the progress bar after each probe
+    _samples_now: int | None = None  # samples decomposed per probe once a budget asked for cheaper probes
+
+    @override
+    def cheaper(self) -> str | None:
+        """Halve the samples decomposed per probe (each costs 2^n forward rows), down to 1."""
+        now = self._samples_now or self.num_samples
+        if now <= 1:
+            return None
+        self._samples_now = now // 2
+        return f"{self._samples_now} samples' interactions instead of {now}"
+
     @override
     def dashboard(self) -> dict[str, dict[str, list]]:
         p = self.prefix
@@ -228,7 +240,8 @@ class InteractionMonitor(Monitor):
         device = pl_module.device
         x_all = probe.inputs.to(device)
         y_all = probe.targets.to(device)
-        x, y = x_all[: self.num_samples], y_all[: self.num_samples]
+        n = self._samples_now or self.num_samples  # fewer once a budget asked for cheaper probes
+        x, y = x_all[:n], y_all[:n]
         baseline = x_all.mean(0) if self.baseline is None else self.baseline
         layer_probes = self._fit_layer_probes(pl_module, x_all, y_all)
         games = self._games(pl_module, x, y, baseline, layer_probes)  # source -> v (B, 2^n)

@@ -100,6 +100,8 @@ class FeatureSpectrumMonitor(Monitor):
     def state_key_fields(self) -> dict[str, Any]:
         return {"head": self.head, "center": self.center}
 
+    progress_bar_scalars = ("regime", "n_features")  # shown on the progress bar after each probe
+
     @override
     def dashboard(self) -> dict[str, dict[str, list]]:
         p = self.prefix
