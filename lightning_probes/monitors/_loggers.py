@@ -18,10 +18,12 @@ it in one info line. Everything here runs on global rank 0 only.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_probes.tensorboard import drawing
 
@@ -113,19 +115,21 @@ def _sink(logger: Any) -> Sink | None:
     return None
 
 
-def picture_sinks(trainer: Any) -> tuple[list[Sink], list[str]]:
-    """(sinks of the loggers that take pictures, class names of those that cannot), on global rank 0; elsewhere
-    nothing at all.
+_ANNOUNCED: weakref.WeakSet = weakref.WeakSet()  # trainers whose picture-less loggers were named already
+
+
+def picture_sinks(trainer: Any, announce: bool = False) -> list[Sink]:
+    """The sinks of the loggers that take pictures, on global rank 0 (elsewhere none). With ``announce``, one info
+    line per trainer names the attached loggers that cannot.
 
     Example:
         >>> from types import SimpleNamespace
         >>> from lightning.pytorch.loggers import CSVLogger
-        >>> sinks, unable = picture_sinks(SimpleNamespace(is_global_zero=True, loggers=[CSVLogger("/tmp")]))
-        >>> sinks, unable
-        ([], ['CSVLogger'])
+        >>> picture_sinks(SimpleNamespace(is_global_zero=True, loggers=[CSVLogger("/tmp")]))
+        []
     """
     if not trainer.is_global_zero:
-        return [], []
+        return []
     sinks, unable = [], []
     for logger in trainer.loggers:
         sink = _sink(logger)
@@ -133,7 +137,12 @@ def picture_sinks(trainer: Any) -> tuple[list[Sink], list[str]]:
             unable.append(type(logger).__name__)
         else:
             sinks.append(sink)
-    return sinks, unable
+    if announce and unable and trainer not in _ANNOUNCED:
+        _ANNOUNCED.add(trainer)
+        rank_zero_info(f"[lightning-probes] {', '.join(unable)} cannot take pictures or text (no log_image / "
+                       "log_text); scalars still go to it" + (", pictures to the others." if sinks else
+                                                             "; no picture is drawn."))
+    return sinks
 
 
 def publish(sinks: list[Sink], prefix: str, images: Mapping[str, np.ndarray], histograms: Mapping[str, Any],

@@ -32,8 +32,9 @@ def key_scalars(monitor_name: str, wanted: Iterable[str], scalars: Mapping[str, 
 
 
 def show_key_scalars(trainer: Any, values: Mapping[str, float]) -> None:
-    """Put ``values`` among the progress bar's metrics (kept until the next probe replaces them)."""
-    if values and trainer.progress_bar_callback is not None:
+    """Put ``values`` among the progress bar's metrics (kept until the next probe replaces them). Also without a
+    bar: ``trainer.progress_bar_metrics`` is what a bar added later, or a user's callback, reads."""
+    if values:
         trainer.progress_bar_metrics.update(values)
 
 

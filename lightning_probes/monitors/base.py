@@ -213,12 +213,7 @@ class Monitor(Callback):
         self._training = training_clock(trainer, self)
         began = time.perf_counter()
         self._fit_start(trainer, pl_module)
-        self._sinks, unable = _loggers.picture_sinks(trainer)
-        if unable and self.images_every and "no-picture-logger" not in self._warned:
-            self._warned.add("no-picture-logger")
-            rank_zero_info(f"[lightning-probes/{self.name}] {', '.join(unable)} cannot take pictures or text (no "
-                           "log_image / log_text); scalars still go to it"
-                           + ("." if self._sinks else "; no picture is drawn."))
+        self._sinks = _loggers.picture_sinks(trainer, announce=self.images_every > 0)
         warm_up(pictures=bool(self._sinks) and self.images_every > 0)
         self.clock.total_steps = _planned_steps(trainer)
         self._train_base = self.clock.train_seconds
