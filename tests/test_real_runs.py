@@ -326,3 +326,25 @@ def test_key_scalars_pick_names_and_per_layer_names():
     got = _progress.key_scalars("c", ["n"], {"n": 1.0, "l1/n": 2.0, "l1/nn": 3.0})
     assert got == {"c/n": 1.0, "c/l1/n": 2.0}
     assert np.isfinite(list(got.values())).all()
+
+
+# ---------------------------------------------------------------- dashboards: one scale a chart, every tag charted
+def test_every_probe_tag_is_on_a_chart_and_the_scales_that_hid_each_other_are_apart(five_monitor_run):
+    import re
+
+    events = read_events(five_monitor_run.log_dir)
+    layout = {}  # chart title -> tag patterns, as written in the one custom-scalars layout
+    for category in events.layouts[0].category:
+        layout.update({chart.title: list(chart.multiline.tag) for chart in category.chart})
+    tags = [t for t in events.scalars if t.startswith("probes/")]
+    uncharted = [t for t in tags if not any(re.match(p, t) for ps in layout.values() for p in ps)]
+    assert not uncharted
+
+    def together(a, b):
+        return any(any(re.match(p, a) for p in ps) and any(re.match(p, b) for p in ps) for ps in layout.values())
+    s, i, c, lib = "probes/spectrum/", "probes/interactions/", "probes/concepts/", "probes/lib/features.0/"
+    for a, b in [(s + "regime", s + "n_features"), (s + "rank", s + "gap_at_C"),
+                 (s + "rank", s + "participation_ratio"), (i + "n_salient", i + "mean_order"), (c + "n_formula_changes", c + "n_beam_fallbacks"),
+                 (lib + "edges_90", lib + "edges_90_pca")]:
+        assert not together(a, b), (a, b)
+    assert together(s + "participation_ratio", s + "gap_at_C")  # the same scale stays together

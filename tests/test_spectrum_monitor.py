@@ -42,7 +42,7 @@ def test_fit_logs_every_tag_the_dashboard_and_pictures(tmp_path):
     assert "| step | regime |" in events.texts["probes/spectrum/regime_history"][-1]
     assert len(events.texts["probes/spectrum/regime_history"]) == 4  # text on every probe, pictures on their cadence
     charts = events.charts()
-    assert "regime and features used" in charts["probes/spectrum"]
+    assert "regime (1 = MF, 0 = EF)" in charts["probes/spectrum"]
     # the logged values are the monitor's own history
     n_feat = dict(events.scalars["probes/spectrum/n_features"])
     assert n_feat == {s: v["n_features"] for s, v in monitor.history}

@@ -309,7 +309,8 @@ class Monitor(Callback):
         # pictures only where a logger takes them: drawn for no one, they cost a spectrum probe 1.1 s instead of 13 ms
         due = bool(self._sinks) and self.images_every > 0 and (final or self._pictures_pending
                                                                or self.clock.n_probes % self.images_every == 0)
-        self.render_images = due and self.schedule.affords(self.cost_model.picture_seconds, self.clock)
+        # the final state's pictures are drawn whatever the budget says (they are the ones people look at)
+        self.render_images = due and (final or self.schedule.affords(self.cost_model.picture_seconds, self.clock))
         self._pictures_pending = due and not self.render_images
         report: Report | None = None
         error: Exception | None = None

@@ -157,9 +157,9 @@ class CondensationMonitor(Monitor):
                 "effective and stable rank": ["Multiline", [rf"{p}.*/(effective|stable)_rank$"]],
                 "relative change from init (initial stage)": ["Multiline", [rf"{p}.*/relative_change$"]],
                 "weight norm": ["Multiline", [rf"{p}.*/weight_norm$"]],
-                "end of the initial stage and dead neurons": [
-                    "Multiline", [rf"{p}.*/initial_stage_end$", rf"{p}.*/dead_neurons$"]
-                ],
+                # a step number and a neuron count: apart, each on its own scale
+                "end of the initial stage (step)": ["Multiline", [rf"{p}.*/initial_stage_end$"]],
+                "dead neurons": ["Multiline", [rf"{p}.*/dead_neurons$"]],
             }
         }
 

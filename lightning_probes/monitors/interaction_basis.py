@@ -160,8 +160,11 @@ class InteractionBasisMonitor(Monitor):
         return {
             "probes/lib": {
                 "directions kept: LIB vs PCA": ["Multiline", [rf"{p}.*/n_directions(_pca)?$"]],
-                "edges holding 90% of the edge mass": ["Multiline", [rf"{p}.*/edges_90(_pca)?$"]],
-                "edges holding 99% of the edge mass": ["Multiline", [rf"{p}.*/edges_99(_pca)?$"]],
+                # LIB's and PCA's edge counts apart: PCA's thousands flatten LIB's handful on one axis
+                "edges holding 90% of the edge mass (LIB)": ["Multiline", [rf"{p}.*/edges_90$"]],
+                "edges holding 90% of the edge mass (PCA)": ["Multiline", [rf"{p}.*/edges_90_pca$"]],
+                "edges holding 99% of the edge mass (LIB)": ["Multiline", [rf"{p}.*/edges_99$"]],
+                "edges holding 99% of the edge mass (PCA)": ["Multiline", [rf"{p}.*/edges_99_pca$"]],
             }
         }
 
@@ -253,12 +256,13 @@ class InteractionBasisMonitor(Monitor):
     @drawing()  # so a time budget knows what pictures cost apart from the measurement
     def _pictures(self, report: Report, graph: InteractionGraph, acts: list[Tensor], targets: Tensor | None) -> None:
         series = {}
+        floor = max(self.truncation / 1e3, 1e-12)  # the axis ends there: eigenvalues far below the cut say nothing
         for layer, basis in zip(self.layers, graph.bases.lib):
-            lam = basis.spectrum.clamp_min(1e-300).cpu()
+            lam = basis.spectrum.clamp_min(floor).cpu()
             series[layer] = (torch.arange(1, len(lam) + 1), lam)
         report.images["lambda_spectrum"] = line_image(
             series, f"LIB eigenvalues Λ, step {self.step}", "direction", "Λ", logy=True,
-            hlines={f"truncation {self.truncation:g}": self.truncation},
+            hlines={f"truncation {self.truncation:g}": self.truncation}, ymin=floor / 2,
         )
         names = [*self.layers, "output"]
         for l, layer in enumerate(self.layers):

@@ -184,11 +184,18 @@ class InteractionMonitor(Monitor):
         p = self.prefix
         return {
             "probes/interactions": {
-                "salient interactions": ["Multiline", [f"{p}n_salient$", f"{p}mean_order$"]],
+                # a count of tens beside an order of 1-3: apart
+                "salient interactions": ["Multiline", [f"{p}n_salient$"]],
+                "mean order of the salient interactions": ["Multiline", [f"{p}mean_order$"]],
                 "emerged and forgotten": ["Multiline", [f"{p}emerged$", f"{p}forgotten$", f"{p}iou_previous$"]],
                 "salient interactions by order": ["Multiline", [f"{p}n_salient_order_[0-9]+$"]],
                 "completeness per layer": ["Multiline", [f"{p}.*/completeness$"]],
                 "redundancy per layer": ["Multiline", [f"{p}.*/redundancy$"]],
+                "per layer: IoU with the output's salient set, probe accuracy": [
+                    "Multiline", [f"{p}.*/iou$", f"{p}.*/probe_accuracy$"]
+                ],
+                "sparse fit objective (mean Σ|I|)": ["Multiline", [f"{p}objective$"]],
+                "outputs clamped by the mask": ["Multiline", [f"{p}clamped_fraction$"]],
             }
         }
 
