@@ -352,9 +352,9 @@ class Monitor(Callback):
                                                                       report.scalars))
         if not final:
             self._decide_stop(trainer, report, step)
-        self._book(token, step, final)
+        self._book(trainer, token, step, final)
 
-    def _book(self, token: tuple[float, float], step: int, final: bool) -> None:
+    def _book(self, trainer: pl.Trainer, token: tuple[float, float], step: int, final: bool) -> None:
         """Account for a finished probe: the cost model learns from it, the shared training clock leaves it out,
         and a budget that cannot afford the next probe for long gets a cheaper one (said once)."""
         timing = self.cost_model.stop(token)
@@ -365,7 +365,10 @@ class Monitor(Callback):
         if self._training is not None:
             self._training.exclude(timing.total)
         self.clock.train_seconds = self._train_seconds()
-        if not final and self.schedule.starved(step, self.clock):
+        starved = not final and self.schedule.starved(step, self.clock)
+        if not final and not self.schedule.deterministic and trainer.world_size > 1:
+            starved = bool(trainer.strategy.broadcast(starved, src=0))  # every rank probes the same size
+        if starved:
             change = self.cheaper()
             if change:
                 self.cost_model.cheaper()
