@@ -145,7 +145,8 @@ class StopWhen(Trigger):
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "best": self.best}
+        # best only with mode: a threshold trigger's state stays what it always was
+        return {"count": self.count} if self.mode is None else {"count": self.count, "best": self.best}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.count = int(state.get("count", 0))
