@@ -39,8 +39,7 @@ def main() -> None:
         images_every=2,
     )
     logger = TensorBoardLogger(args.logdir, name="concepts_shapes")
-    trainer = pl.Trainer(max_epochs=args.max_epochs, callbacks=[monitor], logger=logger, log_every_n_steps=10,
-                         enable_progress_bar=False)
+    trainer = pl.Trainer(max_epochs=args.max_epochs, callbacks=[monitor], logger=logger, log_every_n_steps=10)
     model, data = ShapesCNN(channels=(16, 16), lr=3e-3), ShapesDataModule(batch_size=64)
     trainer.fit(model, data)
 

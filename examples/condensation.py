@@ -36,7 +36,7 @@ def run(gamma: float, args: argparse.Namespace) -> tuple[CondensationMonitor, st
     )
     logger = TensorBoardLogger(args.logdir, name="condensation", version=f"gamma_{gamma}")
     trainer = pl.Trainer(max_steps=args.max_steps, callbacks=[monitor], logger=logger, log_every_n_steps=10,
-                         check_val_every_n_epoch=25, enable_progress_bar=False, enable_model_summary=False,
+                         check_val_every_n_epoch=25, enable_model_summary=False,
                          enable_checkpointing=False)
     model = ThreeLayerRegressor(width=args.width, init_gamma=gamma, lr=args.lr)
     trainer.fit(model, RegressionDataModule(target="sin", frequency=3.0, batch_size=64))

@@ -35,8 +35,7 @@ def main() -> None:
         triggers=[StopOnRegime("MF", patience=3, min_step=200)],
     )
     logger = TensorBoardLogger(args.logdir, name="digits_spectrum")
-    trainer = pl.Trainer(max_epochs=args.max_epochs, callbacks=[monitor], logger=logger, log_every_n_steps=10,
-                         enable_progress_bar=False)
+    trainer = pl.Trainer(max_epochs=args.max_epochs, callbacks=[monitor], logger=logger, log_every_n_steps=10)
     model, data = MLPClassifier(hidden=(256, 256), lr=0.1), DigitsDataModule(batch_size=64)
     trainer.fit(model, data)
     test = trainer.test(model, data, verbose=False)[0]

@@ -40,8 +40,7 @@ def main() -> None:
         ablation=True,
     )
     logger = TensorBoardLogger(args.logdir, name="interaction_basis_digits")
-    trainer = pl.Trainer(max_epochs=args.max_epochs, callbacks=[monitor], logger=logger, log_every_n_steps=10,
-                         enable_progress_bar=False)
+    trainer = pl.Trainer(max_epochs=args.max_epochs, callbacks=[monitor], logger=logger, log_every_n_steps=10)
     model, data = MLPClassifier(in_features=64, hidden=(100, 100), num_classes=10, lr=0.1), DigitsDataModule()
     trainer.fit(model, data)
     test = trainer.test(model, data, verbose=False)[0]

@@ -21,7 +21,7 @@ def _get(url: str):
 
 # the chart each monitor's category must open with: the figure a user looks at first
 KEY_CHARTS = {
-    "spectrum": "regime and features used",
+    "spectrum": "regime (1 = MF, 0 = EF)",
     "condensation": "condensed directions",
     "interactions": "salient interactions",
     "lib": "directions kept: LIB vs PCA",

@@ -46,7 +46,8 @@ def test_fit_logs_every_tag_the_dashboard_and_pictures(tmp_path):
     assert "probes/lib/lambda_spectrum" in events.images
     assert "| layer | LIB dirs |" in events.texts["probes/lib/summary"][-1]
     assert set(events.charts()["probes/lib"]) == {
-        "directions kept: LIB vs PCA", "edges holding 90% of the edge mass", "edges holding 99% of the edge mass"}
+        "directions kept: LIB vs PCA", *(f"edges holding {q}% of the edge mass ({basis})" for q in (90, 99)
+                                        for basis in ("LIB", "PCA"))}
     logged = dict(events.scalars["probes/lib/features.2/n_directions"])
     assert logged == {s: v["features.2/n_directions"] for s, v in monitor.history}
     for _, values in monitor.history:

@@ -37,7 +37,7 @@ def test_report_has_a_section_per_monitor_present_with_curves_tables_and_picture
 def test_read_run_returns_the_logged_probe_points(spectrum_run):
     run = read_run(spectrum_run)
     assert [s for s, _ in run.scalars["probes/spectrum/regime"]] == [0, 4, 8, 12]
-    assert "regime and features used" in run.charts["probes/spectrum"]
+    assert "regime (1 = MF, 0 = EF)" in run.charts["probes/spectrum"]
     assert run.monitors() == ["spectrum"]
     assert "No lightning-probes monitor" not in render_html(run)
 

@@ -153,12 +153,12 @@ def test_a_budget_pays_for_pictures_too_and_still_draws_them(tmp_path):
 
     monitor = PictureMonitor(schedule=budget(0.2), images_every=1)
     monitor.drawn = []
-    fit(tmp_path, [Paced(), monitor], max_steps=120, logger=False)
+    fit(tmp_path, [Paced(), monitor], max_steps=120)  # a logger that takes pictures: none are drawn for no one
     assert monitor.drawn and 0 not in monitor.drawn  # none before training paid for them, then some
     assert monitor.clock.probe_seconds <= 0.2 * monitor.clock.train_seconds + 0.05  # within budget, up to the final
     every_probe = PictureMonitor(schedule=every(40), images_every=1)
     every_probe.drawn = []
-    fit(tmp_path, [every_probe], max_steps=80, logger=False)
+    fit(tmp_path / "every", [every_probe], max_steps=80)
     assert every_probe.drawn == [0, 40, 80]  # a step schedule is not held to time: pictures as the cadence says
 
 
@@ -174,7 +174,7 @@ def test_a_probe_without_pictures_is_expected_to_cost_its_measurement_alone(tmp_
 
     monitor = PictureMonitor(cost=0.01, schedule=every(1), images_every=3, at_end=False)
     monitor.drawn = []
-    fit(tmp_path, [monitor, Expectations()], max_steps=6, logger=False)
+    fit(tmp_path, [monitor, Expectations()], max_steps=6)
     assert monitor.drawn == [0, 3, 6]
     # seen after the probes at steps 1..6 (step 0's runs before the first batch); the probes after steps 2 and 5
     # are the ones with pictures due

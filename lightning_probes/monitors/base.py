@@ -21,12 +21,14 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_probes.monitors import _loggers, _progress
+from lightning_probes.monitors._cost import CostModel, TrainingClock, training_clock, warm_up
 from lightning_probes.monitors.trial import trial_probe
 from lightning_probes.precision import probe_precision
 from lightning_probes.probe_set import ProbeSet, Source, check_forward, probing
 from lightning_probes.schedules import Clock, Schedule, as_schedule, log_spaced
 from lightning_probes.spawn import is_spawned_worker, new_token, receive_from_worker, send_to_launcher
-from lightning_probes.tensorboard import drawing, drawing_seconds, has_matplotlib, merge_layouts, write_layout_once
+from lightning_probes.tensorboard import has_matplotlib, merge_layouts, write_layout_once
 from lightning_probes.triggers import Trigger
 from lightning_probes.weights import check_strategy
 
@@ -82,6 +84,8 @@ class Monitor(Callback):
     name: ClassVar[str] = "monitor"
     needs_probe_data: ClassVar[bool] = True
     needs_grad: ClassVar[bool] = False
+    # the scalars shown among the progress bar's metrics after each probe (a name, or a per-layer name's last part)
+    progress_bar_scalars: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -125,12 +129,12 @@ class Monitor(Callback):
         self.failures = 0
         self.render_images = False  # set before each measure(): are pictures due on this probe?
         self._pictures_pending = False  # pictures were due but the time budget could not pay for them yet
-        self._picture_seconds = 0.0  # time the last pictures took to draw and write: their expected cost
+        self.cost_model = CostModel()  # what the next probe is expected to cost (measurement and pictures apart)
         self.step = -1  # the global step of the probe being measured
         self._warned: set[str] = set()
-        self._train_start = 0.0
         self._train_base = 0.0
-        self._session_probe_seconds = 0.0
+        self._training: TrainingClock | None = None  # the fit's training clock, shared by all its monitors
+        self._sinks: list[_loggers.Sink] = []  # the attached loggers that take pictures and text (rank 0)
 
     # ------------------------------------------------------------------ what a subclass provides
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Report:
@@ -147,6 +151,21 @@ class Monitor(Callback):
     def dashboard(self) -> dict[str, dict[str, list]]:
         """This monitor's charts for the merged custom-scalars layout: ``{category: {title: ["Multiline", [re]]}}``."""
         return {f"probes/{self.name}": {"all": ["Multiline", [f"{self.prefix}.*"]]}}
+
+    def cheaper(self) -> str | None:
+        """Make the following probes cheaper (fewer samples, units, players), when a time budget cannot afford them
+        for long. Returns what changed, in a few words ("8 samples instead of 16"), or None when the probe cannot
+        get cheaper (the default: the base knows no size to reduce). Called at most once per probe."""
+        return None
+
+    def cost_summary(self) -> str:
+        """One line: how many probes this monitor made and their cost as a share of training time (the final
+        probe's apart)."""
+        clock = self.clock
+        share = clock.probe_seconds / clock.train_seconds if clock.train_seconds > 0 else float("nan")
+        final = "" if self.cost_model.final_seconds is None else f", the final-state probe {self.cost_model.final_seconds:.2f} s"
+        return (f"[{self.name}] {clock.n_probes} probes, {clock.probe_seconds:.2f} s = {share:.1%} of training time "
+                f"({clock.train_seconds:.1f} s){final}")
 
     def summary(self) -> str:
         """A few lines on what this monitor saw, for the end of a run."""
@@ -237,6 +256,17 @@ class Monitor(Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # everything done here (probe set, checks, warm-up) is set-up, not training: out of every monitor's clock
+        self._training = training_clock(trainer, self)
+        began = time.perf_counter()
+        self._fit_start(trainer, pl_module)
+        self._sinks = _loggers.picture_sinks(trainer, announce=self.images_every > 0)
+        warm_up(pictures=bool(self._sinks) and self.images_every > 0)
+        self.clock.total_steps = _planned_steps(trainer)
+        self._train_base = self.clock.train_seconds
+        self._training.exclude(time.perf_counter() - began)
+
+    def _fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.probe_set is not None:
             self.probe_set.materialise(trainer, pl_module.device)
             need = self.min_probe_samples(pl_module)
@@ -248,9 +278,6 @@ class Monitor(Callback):
             check_forward(self.probe_set, pl_module, type(self).__name__)
         self._tried = False
         self._write_dashboard(trainer)
-        self._train_start = time.perf_counter()
-        self._train_base = self.clock.train_seconds
-        self._session_probe_seconds = 0.0
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -259,7 +286,7 @@ class Monitor(Callback):
             self._tried = True
             started = time.perf_counter()
             trial_probe(self, trainer, pl_module)
-            self._train_start += time.perf_counter() - started  # outside the training clock
+            self._training.exclude(time.perf_counter() - started)  # a check, not training: outside every clock
 
     def trial_view(self, indices: Tensor) -> None:
         """Restrict sample-aligned state of the monitor to the probe samples ``indices`` for the fit-start trial
@@ -325,18 +352,20 @@ class Monitor(Callback):
 
     # ------------------------------------------------------------------ the probe
     def _train_seconds(self) -> float:
-        return self._train_base + (time.perf_counter() - self._train_start) - self._session_probe_seconds
+        return self._train_base + (self._training.seconds() if self._training is not None else 0.0)
 
     def _probe(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, final: bool = False
     ) -> None:
         if self._silent:
             return
-        start, drawn = time.perf_counter(), drawing_seconds()
+        token = self.cost_model.start()
         self.step = step
-        due = self.images_every > 0 and (final or self._pictures_pending
-                                         or self.clock.n_probes % self.images_every == 0)
-        self.render_images = due and self.schedule.affords(self._picture_seconds, self.clock)
+        # pictures only where a logger takes them: drawn for no one, they cost a spectrum probe 1.1 s instead of 13 ms
+        due = bool(self._sinks) and self.images_every > 0 and (final or self._pictures_pending
+                                                               or self.clock.n_probes % self.images_every == 0)
+        # the final state's pictures are drawn whatever the budget says (they are the ones people look at)
+        self.render_images = due and (final or self.schedule.affords(self.cost_model.picture_seconds, self.clock))
         self._pictures_pending = due and not self.render_images
         report: Report | None = None
         error: Exception | None = None
@@ -344,7 +373,8 @@ class Monitor(Callback):
         snapshot = self.state_dict() if trainer.world_size > 1 else None
         try:
             # in the precision the model trains in: autocast under "bf16-mixed" (see lightning_probes.precision)
-            with probing(pl_module, grad=self.needs_grad), probe_precision(trainer):
+            with _progress.probing_status(trainer, self.name, self.cost_model.expected(self.render_images)), \
+                    probing(pl_module, grad=self.needs_grad), probe_precision(trainer):
                 report = self.measure(trainer, pl_module)
             _check_scalars(report)
         except Exception as err:  # a failed measurement must not kill someone's training run
@@ -374,24 +404,35 @@ class Monitor(Callback):
             self._publish(trainer, report, step)
             # texts are cheap and go out on every probe; a monitor adds pictures only when render_images is set
             self._publish_artefacts(trainer, report, step)
+            _progress.show_key_scalars(trainer, _progress.key_scalars(self.name, self.progress_bar_scalars,
+                                                                      report.scalars))
         if not final:
             self._decide_stop(trainer, report, step)
-        spent = time.perf_counter() - start
-        pictures = drawing_seconds() - drawn
-        if self.render_images:
-            self._picture_seconds = pictures
-        self.clock.last_probe_seconds = spent
-        self.clock.probe_seconds += spent
-        self.clock.n_probes += 1
-        self.clock.last_step = step
-        # the next probe costs this one's measurement, plus pictures if they will be due then (a budget waits for
-        # room for them). Apart, because a probe with pictures can cost ten times one without: taken whole as the
-        # next probe's cost, it held a budget preset's plain probes off for the rest of a 10k-step run
-        pictures_next = self.images_every > 0 and (self._pictures_pending
-                                                   or self.clock.n_probes % self.images_every == 0)
-        self.clock.next_probe_seconds = spent - pictures + (self._picture_seconds if pictures_next else 0.0)
-        self._session_probe_seconds += spent
+        self._book(trainer, token, step, final)
+
+    def _book(self, trainer: pl.Trainer, token: tuple[float, float], step: int, final: bool) -> None:
+        """Account for a finished probe: the cost model learns from it, the shared training clock leaves it out,
+        and a budget that cannot afford the next probe for long gets a cheaper one (said once)."""
+        timing = self.cost_model.stop(token)
+        self.cost_model.record(timing, drew_pictures=self.render_images, final=final)
+        pictures_next = bool(self._sinks) and self.images_every > 0 and (
+            self._pictures_pending or (self.clock.n_probes + 1) % self.images_every == 0)
+        self.cost_model.update_clock(self.clock, timing, pictures_next, step)
+        if self._training is not None:
+            self._training.exclude(timing.total)
         self.clock.train_seconds = self._train_seconds()
+        starved = not final and self.schedule.starved(step, self.clock)
+        if not final and not self.schedule.deterministic and trainer.world_size > 1:
+            starved = bool(trainer.strategy.broadcast(starved, src=0))  # every rank probes the same size
+        if starved:
+            change = self.cheaper()
+            if change:
+                self.cost_model.cheaper()
+                self.clock.next_probe_seconds = self.cost_model.expected(pictures_next)
+                if "cheaper" not in self._warned:
+                    self._warned.add("cheaper")
+                    rank_zero_info(f"[lightning-probes/{self.name}] the time budget cannot afford this probe for "
+                                   f"long: probing cheaper ({change}) from step {step} on.")
 
     def _publish(self, trainer: pl.Trainer, report: Report, step: int) -> None:
         metrics = {self.prefix + k: float(v) for k, v in report.scalars.items()}
@@ -404,23 +445,9 @@ class Monitor(Callback):
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
 
     def _publish_artefacts(self, trainer: pl.Trainer, report: Report, step: int) -> None:
-        if not (report.images or report.histograms or report.texts):
-            return
-        writers = _tensorboard_writers(trainer)
-        if not writers:
-            if trainer.is_global_zero and "no-tensorboard" not in self._warned:
-                self._warned.add("no-tensorboard")
-                rank_zero_info(f"[lightning-probes/{self.name}] pictures and text go to TensorBoard only; no "
-                               "TensorBoardLogger is attached, so they are skipped (scalars still flow).")
-            return
-        for writer in writers:
-            with drawing():  # encoding a picture is part of its cost
-                for key, image in report.images.items():
-                    writer.add_image(self.prefix + key, image, step, dataformats="HWC")
-            for key, values in report.histograms.items():
-                writer.add_histogram(self.prefix + key, values, step)
-            for key, text in report.texts.items():
-                writer.add_text(self.prefix + key, text, step)
+        # to every logger that takes pictures / text, each through its own API (see _loggers.py)
+        if report.images or report.histograms or report.texts:
+            _loggers.publish(self._sinks, self.prefix, report.images, report.histograms, report.texts, step)
 
     def _decide_stop(self, trainer: pl.Trainer, report: Report | None, step: int) -> None:
         if not self.triggers:
@@ -437,8 +464,7 @@ class Monitor(Callback):
             self.stop_reason = reason or f"a trigger fired on another rank at step {step}"
             trainer.should_stop = True
             rank_zero_info(f"[lightning-probes/{self.name}] stopping training: {self.stop_reason}")
-            for writer in _tensorboard_writers(trainer):
-                writer.add_text(self.prefix + "stop_reason", self.stop_reason, step)
+            _loggers.write_text(self._sinks, self.prefix + "stop_reason", self.stop_reason, step)
 
     def _write_dashboard(self, trainer: pl.Trainer) -> None:
         writers = _tensorboard_writers(trainer)
@@ -455,10 +481,9 @@ class Monitor(Callback):
                                             "(pip install matplotlib); scalars and text still flow.")
             self.images_every = 0
 
-    @staticmethod
-    def _flush(trainer: pl.Trainer) -> None:
-        for writer in _tensorboard_writers(trainer):
-            writer.flush()
+    def _flush(self, trainer: pl.Trainer) -> None:
+        for sink in self._sinks:
+            sink.flush()
 
 
 _FAILED_ELSEWHERE = "the probe failed on another rank (see its warning); skipped on all ranks"
@@ -472,6 +497,16 @@ def _ranks_agreed(error: BaseException | None) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def _planned_steps(trainer: pl.Trainer) -> int | None:
+    """The optimizer steps this fit is planned to run (``max_steps``, or Lightning's estimate from the epochs and
+    the loader's length); None when unknown or unbounded."""
+    try:
+        total = trainer.estimated_stepping_batches
+    except Exception:  # an iterable loader without a length, a strategy that cannot tell yet
+        return None
+    return int(total) if isinstance(total, (int, float)) and np.isfinite(total) and total > 0 else None
 
 
 def _tensorboard_writers(trainer: pl.Trainer) -> list[Any]:

@@ -207,6 +207,17 @@ class ConceptMonitor(Monitor):
         self.untrained = dict(state_dict.get("untrained", {}))
         self.untrained_step = state_dict.get("untrained_step")
 
+    progress_bar_scalars = ("specialisation", "n_units_explained")  # shown on the progress bar after each probe
+
+    @override
+    def cheaper(self) -> str | None:
+        """Explain every other unit of those explained so far (each unit is one formula search per range)."""
+        if len(self._units) <= 1:
+            return None
+        before = len(self._units)
+        self._units = self._units[::2]
+        return f"{len(self._units)} units explained instead of {before}"
+
     @override
     def dashboard(self) -> dict[str, dict[str, list]]:
         p = self.prefix
@@ -215,7 +226,8 @@ class ConceptMonitor(Monitor):
                 "specialisation (highest - lowest range)": ["Multiline", [f"{p}specialisation$"]],
                 "mean IoU per activation range": ["Multiline", [f"{p}mean_iou_range_[0-9]+$"]],
                 "units": ["Multiline", [f"{p}n_units_explained$", f"{p}n_inactive_units$"]],
-                "search": ["Multiline", [f"{p}n_formula_changes$", f"{p}n_beam_fallbacks$"]],
+                "formula changes since the previous probe": ["Multiline", [f"{p}n_formula_changes$"]],
+                "beam-search fallbacks": ["Multiline", [f"{p}n_beam_fallbacks$"]],
             }
         }
 
@@ -429,9 +441,10 @@ class ConceptMonitor(Monitor):
         report = Report(scalars=scalars)
         report.texts["explanations"] = self._table_text(explained, inactive, fallbacks, extra)
         if self.render_images and len(full):
-            report.images["iou_per_range"] = heatmap_image(
+            report.images["iou_per_range"] = heatmap_image(  # ranges numbered as in the scalars: 1 = lowest
                 ious, f"IoU of the best formula, step {self.step}", vmin=0.0, vmax=1.0, cmap="viridis",
-                xlabel="activation range (0 = lowest)", ylabel=f"unit (of {list(full)})", colorbar_label="IoU",
+                xlabel="activation range (1 = lowest)", ylabel="unit", colorbar_label="IoU",
+                xticklabels=[str(c + 1) for c in range(ious.shape[1])], yticklabels=[str(u) for u in full],
             )
         return report
 

@@ -196,6 +196,8 @@ class CondensationMonitor(Monitor):
             self.growth[k].load_state_dict(v)
         self.last_change = {k: (int(s), float(c)) for k, (s, c) in state_dict.get("last_change", {}).items()}
 
+    progress_bar_scalars = ("n_directions",)  # per layer, shown on the progress bar after each probe
+
     @override
     def dashboard(self) -> dict[str, dict[str, list]]:
         p = re.escape(self.prefix)
@@ -215,9 +217,9 @@ class CondensationMonitor(Monitor):
                     "Multiline", [rf"{p}.*/norm_ratio$", rf"{p}.*/log_(norm|change)_rate$"]
                 ],
                 "weight norm": ["Multiline", [rf"{p}.*/weight_norm$"]],
-                "end of the initial stage and dead neurons": [
-                    "Multiline", [rf"{p}.*/initial_stage_end$", rf"{p}.*/dead_neurons$"]
-                ],
+                # a step number and a neuron count: apart, each on its own scale
+                "end of the initial stage (step)": ["Multiline", [rf"{p}.*/initial_stage_end$"]],
+                "dead neurons": ["Multiline", [rf"{p}.*/dead_neurons$"]],
             }
         }
 

@@ -18,7 +18,7 @@ from typing_extensions import override
 
 from lightning_probes.monitors.base import Monitor
 
-__all__ = ["MonitorGroup", "attached_monitors"]
+__all__ = ["MonitorGroup", "attached_monitors", "cost_lines"]
 
 # every hook Lightning may call on a callback (state_dict / load_state_dict are handled below)
 _HOOKS = tuple(
@@ -77,6 +77,10 @@ class MonitorGroup(Callback, Sequence[Monitor]):
     def __len__(self) -> int:
         return len(self.monitors)
 
+    def summary(self, log_dir: str | None = None) -> str:
+        """What each monitor saw, then what it cost (:func:`cost_lines`), then where the report command is."""
+        return "\n".join([*(m.summary() for m in self.monitors), cost_lines(self.monitors, log_dir)])
+
     @property
     @override
     def state_key(self) -> str:
@@ -126,3 +130,18 @@ def attached_monitors(trainer: pl.Trainer) -> list[Monitor]:
         elif isinstance(callback, MonitorGroup):
             found.extend(callback.monitors)
     return found
+
+
+def cost_lines(monitors: Iterable[Monitor], log_dir: str | None = None) -> str:
+    """The end-of-fit account: per monitor, its probes and their cost as a share of training time (the final-state
+    probe's apart), and the command that turns the run's logs into a report.
+
+    Example:
+        >>> from lightning_probes import FeatureSpectrumMonitor
+        >>> print(cost_lines([FeatureSpectrumMonitor(head="classifier")], "runs/x/version_0"))
+        [spectrum] 0 probes, 0.00 s = nan% of training time (0.0 s)
+        report: lightning-probes report runs/x/version_0
+    """
+    lines = [m.cost_summary() for m in monitors]
+    lines.append(f"report: lightning-probes report {log_dir or '<log dir>'}")
+    return "\n".join(lines)

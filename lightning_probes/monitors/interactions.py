@@ -210,16 +210,35 @@ class InteractionMonitor(Monitor):
     def state_key_fields(self) -> dict[str, Any]:
         return {"n": self.players.n, "layers": tuple(self.layers), "num_samples": self.num_samples}
 
+    progress_bar_scalars = ("n_salient",)  # shown on the progress bar after each probe
+    _samples_now: int | None = None  # samples decomposed per probe once a budget asked for cheaper probes
+
+    @override
+    def cheaper(self) -> str | None:
+        """Halve the samples decomposed per probe (each costs 2^n forward rows), down to 1."""
+        now = self._samples_now or self.num_samples
+        if now <= 1:
+            return None
+        self._samples_now = now // 2
+        return f"{self._samples_now} samples' interactions instead of {now}"
+
     @override
     def dashboard(self) -> dict[str, dict[str, list]]:
         p = self.prefix
         return {
             "probes/interactions": {
-                "salient interactions": ["Multiline", [f"{p}n_salient$", f"{p}mean_order$"]],
+                # a count of tens beside an order of 1-3: apart
+                "salient interactions": ["Multiline", [f"{p}n_salient$"]],
+                "mean order of the salient interactions": ["Multiline", [f"{p}mean_order$"]],
                 "emerged and forgotten": ["Multiline", [f"{p}emerged$", f"{p}forgotten$", f"{p}iou_previous$"]],
                 "salient interactions by order": ["Multiline", [f"{p}n_salient_order_[0-9]+$"]],
                 "completeness per layer": ["Multiline", [f"{p}.*/completeness$"]],
                 "redundancy per layer": ["Multiline", [f"{p}.*/redundancy$"]],
+                "per layer: IoU with the output's salient set, probe accuracy": [
+                    "Multiline", [f"{p}.*/iou$", f"{p}.*/probe_accuracy$"]
+                ],
+                "sparse fit objective (mean Σ|I|)": ["Multiline", [f"{p}objective$"]],
+                "outputs clamped by the mask": ["Multiline", [f"{p}clamped_fraction$"]],
             }
         }
 
@@ -304,7 +323,8 @@ class InteractionMonitor(Monitor):
         inputs_all = probe.batch(device=device)
         inputs_all, y_all = probe.split(inputs_all)
         path = probe.input_path(self.player_key)
-        count = min(self.num_samples, len(probe))
+        n = self._samples_now or self.num_samples  # fewer once a budget asked for cheaper probes
+        count = min(n, len(probe))
         inputs, y = index(inputs_all, slice(0, count)), y_all[:count]
         layer_probes = self._fit_layer_probes(pl_module, y_all)
         baseline = self._baseline(pl_module, get_path(inputs_all, path))

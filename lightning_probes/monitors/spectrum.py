@@ -153,20 +153,29 @@ class FeatureSpectrumMonitor(Monitor):
     def state_key_fields(self) -> dict[str, Any]:
         return {"head": self.head, "operator": self.operator}
 
+    progress_bar_scalars = ("regime", "n_features")  # shown on the progress bar after each probe
+
     @override
     def dashboard(self) -> dict[str, dict[str, list]]:
         p = self.prefix
         return {
             "probes/spectrum": {
-                "regime and features used": ["Multiline", [f"{p}regime$", f"{p}n_features$", f"{p}n_features_99$",
-                                                           f"{p}n_features_decisions$", f"{p}function_rank$"]],
+                # one scale a chart: a regime code beside feature counts, or a rank of hundreds beside ratios near
+                # 1, is a flat line at the bottom
+                "regime (1 = MF, 0 = EF, -1 = below)": ["Multiline", [f"{p}regime$"]],
                 "regime stable since": ["Multiline", [f"{p}regime_stable_since$"]],
+                "features used": ["Multiline", [f"{p}n_features$", f"{p}n_features_99$", f"{p}n_features_decisions$",
+                                                f"{p}function_rank$"]],
                 "power carried by the first C eigenfunctions": [
                     "Multiline", [f"{p}target_power_at_C$", f"{p}learned_power_at_C$"]
                 ],
-                "spectrum shape": ["Multiline", [f"{p}participation_ratio$", f"{p}gap_at_C$", f"{p}rank$"]],
+                "spectrum shape: participation ratio and gap at C": [
+                    "Multiline", [f"{p}participation_ratio$", f"{p}gap_at_C$"]
+                ],
+                "rank of the feature map": ["Multiline", [f"{p}rank$"]],
                 "top eigenvalue": ["Multiline", [f"{p}top_eigenvalue$"]],
-                "neural collapse": ["Multiline", [f"{p}nc[0-9].*"]],
+                "neural collapse NC1-NC3": ["Multiline", [f"{p}nc[1-3].*"]],
+                "NC4: agreement with the nearest class mean": ["Multiline", [f"{p}nc4.*"]],
             }
         }
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lightning_probes.precision import probe_precision
 from lightning_probes.probe_set import probing
 
 if TYPE_CHECKING:
@@ -46,7 +47,9 @@ def trial_probe(monitor: Monitor, trainer: pl.Trainer, pl_module: pl.LightningMo
         monitor.trial_probe = True
         monitor.render_images = False  # pictures are drawn from the figures the trial checks; not worth their cost
         monitor.step = trainer.global_step
-        with warnings.catch_warnings(record=True), probing(pl_module, grad=monitor.needs_grad):
+        # in the training precision, like every probe: a trial in float32 would miss a bf16-only failure
+        with warnings.catch_warnings(record=True), probing(pl_module, grad=monitor.needs_grad), \
+                probe_precision(trainer):
             warnings.simplefilter("always")
             report = monitor.measure(trainer, pl_module)
         _check_scalars(report)
