@@ -228,6 +228,15 @@ class ConceptMonitor(Monitor):
                 "units": ["Multiline", [f"{p}n_units_explained$", f"{p}n_inactive_units$"]],
                 "formula changes since the previous probe": ["Multiline", [f"{p}n_formula_changes$"]],
                 "beam-search fallbacks": ["Multiline", [f"{p}n_beam_fallbacks$"]],
+                "mask size per range (share of positions)": ["Multiline", [f"{p}mask_size_range_[0-9]+$"]],
+                "range importance (prediction changes)": ["Multiline", [f"{p}range_importance_range_[0-9]+$"]],
+                "label masking (cosine)": ["Multiline", [f"{p}label_masking_range_[0-9]+$"]],
+                "IoU against the untrained network": [
+                    "Multiline", [f"{p}untrained_iou_range_[0-9]+$", f"{p}iou_gain_over_untrained_range_[0-9]+$"]
+                ],
+                "formulas unchanged since the untrained network": [
+                    "Multiline", [f"{p}same_formula_as_untrained_range_[0-9]+$"]
+                ],
             }
         }
 

@@ -173,11 +173,10 @@ class InteractionBasisMonitor(Monitor):
     def cheaper(self) -> str | None:
         """Halve the probe set whose Jacobians build the basis, down to 32 samples."""
         probe = self.probe_set
-        if probe is None or probe.inputs is None or len(probe) < 64:
+        if probe is None or not probe.ready or len(probe) < 64:
             return None
         before, keep = len(probe), len(probe) // 2
-        probe.inputs = probe.inputs[:keep]
-        probe.targets = None if probe.targets is None else probe.targets[:keep]
+        self.probe_set = probe.select(slice(0, keep))  # any batch structure: the probe set cuts its own samples
         return f"{keep} samples instead of {before}"
 
     @override
@@ -191,6 +190,10 @@ class InteractionBasisMonitor(Monitor):
                 "edges holding 90% of the edge mass (PCA)": ["Multiline", [rf"{p}.*/edges_90_pca$"]],
                 "edges holding 99% of the edge mass (LIB)": ["Multiline", [rf"{p}.*/edges_99$"]],
                 "edges holding 99% of the edge mass (PCA)": ["Multiline", [rf"{p}.*/edges_99_pca$"]],
+                "share of the edge mass on the constant direction": [
+                    "Multiline", [rf"{p}.*/constant_edge_share(_pca)?$"]
+                ],
+                "the constant direction's eigenvalue": ["Multiline", [rf"{p}.*/constant_lambda$"]],
             }
         }
 

@@ -232,13 +232,19 @@ class InteractionMonitor(Monitor):
                 "mean order of the salient interactions": ["Multiline", [f"{p}mean_order$"]],
                 "emerged and forgotten": ["Multiline", [f"{p}emerged$", f"{p}forgotten$", f"{p}iou_previous$"]],
                 "salient interactions by order": ["Multiline", [f"{p}n_salient_order_[0-9]+$"]],
-                "completeness per layer": ["Multiline", [f"{p}.*/completeness$"]],
-                "redundancy per layer": ["Multiline", [f"{p}.*/redundancy$"]],
+                "completeness per layer": ["Multiline", [f"{p}.*/completeness(_mean_over_orders)?$"]],
+                "redundancy per layer": ["Multiline", [f"{p}.*/redundancy(_mean_over_orders)?$"]],
+                "emerged and forgotten from the previous layer": [
+                    "Multiline", [f"{p}.*/(emerged|forgotten)_from_previous_layer$"]
+                ],
                 "per layer: IoU with the output's salient set, probe accuracy": [
                     "Multiline", [f"{p}.*/iou$", f"{p}.*/probe_accuracy$"]
                 ],
                 "sparse fit objective (mean Σ|I|)": ["Multiline", [f"{p}objective$"]],
                 "outputs clamped by the mask": ["Multiline", [f"{p}clamped_fraction$"]],
+                # a gap of ~1e-3 beside a fraction of games up to 1: apart
+                "solver: certified relative gap": ["Multiline", [f"{p}certified_gap_(max|mean)$"]],
+                "solver: games re-solved by the exact LP": ["Multiline", [f"{p}exact_fallback_fraction$"]],
             }
         }
 
