@@ -52,7 +52,7 @@ PAGE = """<!DOCTYPE html>
 <tbody>{% for row in m.rows %}<tr><td>{{ row.key }}</td><td>{{ row.step }}</td><td>{{ row.value }}</td><td>{{ row.count }}</td></tr>{% endfor %}</tbody></table>
 {%- endif %}
 {%- for text in m.texts %}
-<h3>{{ text.key }} (step {{ text.step }}){% if text.unchanged_through %}, unchanged through step {{ text.unchanged_through }}{% endif %}</h3>
+<h3>{{ text.key }} (step {{ text.step }}{% if text.unchanged_through %}, unchanged through step {{ text.unchanged_through }}{% endif %})</h3>
 {%- for block in text.blocks %}{{ render_block(block) }}{% endfor %}
 {%- endfor %}
 {%- if m.pictures %}
