@@ -174,6 +174,7 @@ class _Accumulator:
         self.images: dict[str, list[_Item]] = {}
         self.layouts: list[bytes] = []
         self.restarts: list[int] = []
+        self.restarted: set[tuple[int, int]] = set()  # (file, step) of each restart mark
         self.file_version = 0.0
 
     def purge(self, step: int) -> None:
@@ -190,6 +191,7 @@ class _Accumulator:
                 and self.file_version >= 2:  # TensorBoard honours START only from event files of version 2 on
             self.purge(event.step)
             self.restarts.append(event.step)
+            self.restarted.add((file, event.step))
         for value in event.summary.value:
             kind = value.WhichOneof("value")
             plugin = value.metadata.plugin_data.plugin_name
@@ -238,13 +240,19 @@ def _read_file(path: str, acc: _Accumulator, file: int) -> Damage | None:
 
 
 def _duplicated(acc: _Accumulator) -> tuple[str, int] | None:
-    """A (tag, step) logged by two event files after the purge: two writers in one directory, or None."""
+    """A (tag, step) logged by two event files after the purge: two writers in one directory, or None.
+
+    Not counted: the step just before a restart mark (``s - 1`` for a mark at ``s``). A resumed monitor marks the
+    step after the checkpoint's, so the points logged at the checkpoint's step stay; Lightning logged the training
+    metrics of the batch after the checkpoint at that step too, and the resumed run logs them again there.
+    """
     for tag, items in sorted(acc.scalars.items()):
         if tag in _NOT_A_WRITER_TAG:
             continue
         seen: dict[int, int] = {}
         for item in items:
-            if seen.setdefault(item.step, item.file) != item.file:
+            first = seen.setdefault(item.step, item.file)
+            if first != item.file and (item.file, item.step + 1) not in acc.restarted:
                 return tag, item.step
     return None
 
@@ -301,8 +309,8 @@ def _read_one(run_dir: str, files: list[str], name: str, progress: Callable[[str
         run = _to_run(acc, run_dir, name)
         run.damage, run.settings = damage, settings
         if run.restarts:
-            run.notes.append(f"resumed at step(s) {', '.join(str(s + -1) for s in run.restarts)}: points the "
-                             "interrupted run logged after its checkpoint are hidden (as TensorBoard hides them).")
+            run.notes.append(f"resumed from step(s) {', '.join(str(s - 1) for s in run.restarts)}: the points the "
+                             "interrupted run logged after its checkpoint are hidden, as TensorBoard hides them.")
         return [run]
     tag, step = clash
     note = (f"two writers logged into {name}: {tag!r} at step {step} is in two event files with no restart marker "

@@ -31,8 +31,9 @@ from lightning_probes.measures.interactions import (
     sparse_and_or,
     strongest_interactions,
 )
+from lightning_probes.monitors._checks import check_class_labels
 from lightning_probes.monitors.base import Monitor, Report
-from lightning_probes.probe_set import capture, resolve_module
+from lightning_probes.probe_set import capture, probing, resolve_module
 from lightning_probes.tensorboard import bar_image, drawing, line_image, markdown_table
 
 __all__ = ["InteractionMonitor"]
@@ -198,6 +199,9 @@ class InteractionMonitor(Monitor):
                 "InteractionMonitor needs a classification head: probe_data must yield (x, y) with integer class "
                 "targets y of shape (N,); v is the log-odds of the true class."
             )
+        with probing(pl_module):  # v is the log-odds of the true class: it must be one of the output's classes
+            classes = pl_module(probe.inputs[:1].to(pl_module.device)).shape[-1]
+        check_class_labels(type(self).__name__, probe.targets, classes, "the model output")
         shape = tuple(self.players.groups.shape)
         if tuple(probe.inputs.shape[1 : 1 + len(shape)]) != shape:
             raise ValueError(
