@@ -416,12 +416,21 @@ def _block(block: str) -> dict[str, Any]:
     return {"kind": "pre", "text": block}
 
 
+def _matches(pattern: str, tag: str) -> bool:
+    """A chart's tag pattern against a tag, as TensorBoard's custom scalars match it; a pattern that is not a valid
+    regular expression matches its own text only."""
+    try:
+        return re.match(pattern, tag) is not None
+    except re.error:
+        return pattern == tag
+
+
 def _monitor_view(run: RunLogs, name: str, anchor: str) -> dict[str, Any]:
     prefix = f"probes/{name}/"
     mine = {t: pts for t, pts in run.scalars.items() if t.startswith(prefix) and pts}
     charts = []
     for title, patterns in run.charts.get(f"probes/{name}", {}).items():  # the dashboard's key charts, in its order
-        series = {t: pts for t, pts in mine.items() if any(re.fullmatch(p, t) or re.match(p, t) for p in patterns)}
+        series = {t: pts for t, pts in mine.items() if any(_matches(p, t) for p in patterns)}
         if series:
             charts.append({"alt": title, "src": _data_uri(_chart_png(title, series))})
     if not charts and mine:  # no layout in the logs: one chart of (the first eight of) everything
