@@ -189,7 +189,9 @@ def test_nan_weights_warn_once_skip_and_training_goes_on(tmp_path):
     assert t.global_step == 25
     assert [s for s, _ in monitor.history] == [0, 5]
     assert monitor.failures == 4  # 10, 15, 20, 25
-    assert sum("NaN or inf" in str(w.message) for w in record) == 1
+    # warned once for the kind of error, and once more when 3 probes in a row had failed
+    assert sum("NaN or inf" in str(w.message) and "failed and was skipped" in str(w.message) for w in record) == 1
+    assert sum("3 probes in a row have failed" in str(w.message) for w in record) == 1
 
 
 def test_unknown_layer_lists_the_linear_layers(tmp_path):

@@ -21,7 +21,7 @@ def _get(url: str):
 
 # the chart each monitor's category must open with: the figure a user looks at first
 KEY_CHARTS = {
-    "spectrum": "regime (1 = MF, 0 = EF)",
+    "spectrum": "regime (1 = MF, 0 = EF, -1 = below)",
     "condensation": "condensed directions",
     "interactions": "salient interactions",
     "lib": "directions kept: LIB vs PCA",

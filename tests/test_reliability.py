@@ -226,7 +226,7 @@ class DumpHistories(pl.Callback):
         monitors = [cb for cb in trainer.callbacks if isinstance(cb, Monitor)]
         out = {
             "global_step": trainer.global_step,
-            "monitors": {m.name: {"history": m.history, "failures": m.failures} for m in monitors},
+            "monitors": {m.name: {"history": list(m.history), "failures": m.failures} for m in monitors},
         }
         with open(f"{self.directory}/rank{trainer.global_rank}.json", "w") as fh:
             json.dump(out, fh)

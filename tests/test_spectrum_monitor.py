@@ -46,7 +46,7 @@ def test_fit_logs_every_tag_the_dashboard_and_pictures(tmp_path):
     assert len(texts) == len(monitor.regime_rows) == len(monitor.regime_changes()) < 4
     assert [row.count("\n") - 1 for row in texts] == list(range(1, len(texts) + 1))
     charts = events.charts()
-    assert "regime (1 = MF, 0 = EF)" in charts["probes/spectrum"]
+    assert "regime (1 = MF, 0 = EF, -1 = below)" in charts["probes/spectrum"]
     # the logged values are the monitor's own history
     n_feat = dict(events.scalars["probes/spectrum/n_features"])
     assert n_feat == {s: v["n_features"] for s, v in monitor.history}
@@ -256,7 +256,9 @@ def test_nan_features_skip_the_probe_warn_once_and_training_goes_on(tmp_path):
     assert t.global_step == 25  # training was not interrupted
     assert [s for s, _ in monitor.history] == [0, 5]
     assert monitor.failures == 4  # steps 10, 15, 20, 25
-    assert sum("NaN or Inf" in str(w.message) for w in record) == 1
+    # warned once for the kind of error, and once more when 3 probes in a row had failed
+    assert sum("NaN or Inf" in str(w.message) and "failed and was skipped" in str(w.message) for w in record) == 1
+    assert sum("3 probes in a row have failed" in str(w.message) for w in record) == 1
 
 
 class Broken(FeatureSpectrumMonitor):

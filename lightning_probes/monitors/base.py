@@ -7,6 +7,8 @@ when to probe, running the probe safely, publishing scalars / pictures / text, s
 
 from __future__ import annotations
 
+import functools
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,6 +25,8 @@ from typing_extensions import override
 
 from lightning_probes.monitors import _loggers, _progress
 from lightning_probes.monitors._cost import CostModel, TrainingClock, training_clock, warm_up
+from lightning_probes.monitors._failures import FailureLog
+from lightning_probes.monitors._run_logs import History, TextCache, mark_restart
 from lightning_probes.monitors.trial import trial_probe
 from lightning_probes.precision import probe_precision
 from lightning_probes.probe_set import ProbeSet, Source, check_forward, probing
@@ -68,6 +72,11 @@ class Monitor(Callback):
             more than scalars, so they get a sparser cadence (text tables go out on every probe). 0 turns them off.
             Under a ``budget`` schedule pictures are paid from the budget too: due pictures wait for a probe the
             budget can afford them on (never the one before the first step).
+        name: the monitor's name: its tags are ``probes/<name>/...`` and its dashboard section ``probes/<name>``
+            (letters, digits, ``_``, ``-``, ``.``). Default: the class's name (``spectrum``, ``condensation``, ...);
+            when two attached monitors of one class both use the default, each gets the class's name followed by
+            the arguments that tell them apart (``spectrum_head_a`` and ``spectrum_head_b`` for two heads). Two
+            attached monitors that would write the same tags are refused at setup.
         forward: hook ``(module, inputs) -> model output`` for models the call rule does not fit (``inputs``: the
             probe batch with its targets held out), e.g. ``lambda m, b: m(**b).logits``; or its import path
             ``"pkg.mod.fn"`` (for YAML). Default: ``module(x)`` for a tensor, ``module(**inputs)`` for a mapping.
@@ -81,7 +90,7 @@ class Monitor(Callback):
     start with the reason instead of skipping every probe.
     """
 
-    name: ClassVar[str] = "monitor"
+    name: str = "monitor"  # the class's default name; an instance's is set from name= (or derived at setup)
     needs_probe_data: ClassVar[bool] = True
     needs_grad: ClassVar[bool] = False
     # the scalars shown among the progress bar's metrics after each probe (a name, or a per-layer name's last part)
@@ -101,6 +110,7 @@ class Monitor(Callback):
         forward: Callable[[Any, Any], Any] | str | None = None,
         targets: Callable[[Any], Any] | str | None = None,
         target_key: str | None = None,
+        name: str | None = None,
     ) -> None:
         self.schedule = as_schedule(log_spaced(per_decade=8, max_interval=500) if schedule is None else schedule)
         self._state_key: tuple[Schedule, str] | None = None
@@ -116,6 +126,12 @@ class Monitor(Callback):
             raise ValueError(f"on_error must be 'warn' or 'raise', got {on_error!r}.")
         if not isinstance(images_every, int) or images_every < 0:
             raise ValueError(f"images_every must be a non-negative integer, got {images_every!r}.")
+        if name is not None and (not isinstance(name, str) or not _NAME.fullmatch(name)):
+            raise ValueError(f"name must be a non-empty string of letters, digits, '_', '-' and '.', got {name!r} "
+                             "(it becomes the tag prefix probes/<name>/).")
+        self._explicit_name = name
+        if name is not None:
+            self.name = name
         self.triggers = triggers
         self.on_error = on_error
         self.at_start, self.at_end = at_start, at_end
@@ -124,9 +140,12 @@ class Monitor(Callback):
         self._spawn_token = new_token()  # names the state a ddp_spawn worker sends back (see lightning_probes.spawn)
         self._ran_hooks = False  # set at setup: this copy runs the fit (never true in a ddp_spawn launcher)
         self._silent = False  # under fast_dev_run: no probe
-        self.history: list[tuple[int, dict[str, float]]] = []
+        self.history: History = History()  # bounded: recent probes in full, older ones thinned (_run_logs.py)
         self.stop_reason: str | None = None
         self.failures = 0
+        self.failure_log = FailureLog()
+        self._texts = TextCache()  # a text table is written only when it changed
+        self._resumed = False  # the fit was restored from a checkpoint: mark the restart for TensorBoard
         self.render_images = False  # set before each measure(): are pictures due on this probe?
         self._pictures_pending = False  # pictures were due but the time budget could not pay for them yet
         self.cost_model = CostModel()  # what the next probe is expected to cost (measurement and pictures apart)
@@ -173,7 +192,17 @@ class Monitor(Callback):
             return f"[{self.name}] no successful probe ({self.failures} failed)."
         step, scalars = self.history[-1]
         shown = ", ".join(f"{k}={v:.4g}" for k, v in list(scalars.items())[:8])
-        return f"[{self.name}] {len(self.history)} probes; at step {step}: {shown}"
+        return f"[{self.name}] {self.history.n_seen} probes; at step {step}: {shown}"
+
+    def failure_summary(self) -> str:
+        """Lines on this monitor's failed probes (count and last messages); empty when none failed. Every
+        ``summary()`` ends with them (a subclass's own ``summary`` too: see ``__init_subclass__``)."""
+        return "\n".join(self.failure_log.lines(self.name))
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "summary" in cls.__dict__:  # a subclass's summary() lists the failures too, without repeating the call
+            cls.summary = _with_failures(cls.__dict__["summary"])  # type: ignore[method-assign]
 
     def state_key_fields(self) -> dict[str, Any]:
         """Arguments that tell two instances of this monitor apart (for ``state_key``)."""
@@ -201,11 +230,14 @@ class Monitor(Callback):
     @property
     def state_key(self) -> str:
         # Lightning reads state_key on every hook call of every step (it names the profiler section), so it is built
-        # once per schedule rather than each time; the other fields are constructor arguments and never change
+        # once per schedule rather than each time; the other fields are constructor arguments and never change.
+        # An explicit name= is part of it (two monitors that differ only by name keep apart states); a default
+        # name is not, so checkpoints written before name= existed still load
         cached = self._state_key
         if cached is None or cached[0] is not self.schedule:
+            named = {} if self._explicit_name is None else {"name": self._explicit_name}
             cached = self._state_key = (self.schedule, self._generate_state_key(schedule=repr(self.schedule),
-                                                                                 **self.state_key_fields()))
+                                                                                 **self.state_key_fields(), **named))
         return cached[1]
 
     @staticmethod
@@ -247,12 +279,25 @@ class Monitor(Callback):
         self._ran_hooks = True
         if stage == "fit":
             check_strategy(trainer, type(self).__name__)  # DeepSpeed: refused, its parameters are partitioned
+
+            from lightning_probes.monitors.group import assign_names  # here, not on top: group.py imports this
+
+            assign_names(trainer)  # distinct default names, and no two monitors writing the same tags
             self.check_model(trainer, pl_module)
             # like ModelCheckpoint and EarlyStopping: a fast_dev_run checks that the monitor fits the model (above, and
             # at fit start) but probes and publishes nothing
             self._silent = bool(trainer.fast_dev_run)
             if self._silent:
                 rank_zero_info(f"[lightning-probes/{self.name}] fast_dev_run: the model was checked, no probe runs.")
+
+    @override
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._resumed = True  # the fit resumes from a checkpoint: on_train_start marks the restart
+
+    @override
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # every point logged before the checkpoint reaches the disk with it: a run killed later loses none of them
+        self._flush(trainer)
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -278,6 +323,10 @@ class Monitor(Callback):
             check_forward(self.probe_set, pl_module, type(self).__name__)
         self._tried = False
         self._write_dashboard(trainer)
+        self._texts.clear()
+        if self._resumed:  # TensorBoard hides what the killed run logged after the checkpoint (_run_logs.py)
+            self._resumed = False
+            mark_restart(_tensorboard_writers(trainer), trainer.global_step)
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -335,20 +384,22 @@ class Monitor(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {
             "clock": asdict(self.clock),
-            "history": [(s, dict(v)) for s, v in self.history],
+            "history": self.history.state_dict(),
             "triggers": [t.state_dict() for t in self.triggers],
             "stop_reason": self.stop_reason,
             "failures": self.failures,
+            "failure_log": self.failure_log.state_dict(),
         }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.clock = Clock(**state_dict["clock"])
-        self.history = [(int(s), dict(v)) for s, v in state_dict.get("history", [])]
+        self.history = History.from_state(state_dict.get("history", []))
         for trig, st in zip(self.triggers, state_dict.get("triggers", [])):
             trig.load_state_dict(st)
         self.stop_reason = state_dict.get("stop_reason")
         self.failures = int(state_dict.get("failures", 0))
+        self.failure_log.load_state_dict(state_dict.get("failure_log"), total=self.failures)
 
     # ------------------------------------------------------------------ the probe
     def _train_seconds(self) -> float:
@@ -392,14 +443,10 @@ class Monitor(Callback):
                 # measure() may have moved this rank's state on (previous interactions, formulas, class means):
                 # put it back, so every rank carries the same state into the next probe
                 self.load_state_dict(snapshot)
-            self.failures += 1
-            self.warn_once(
-                type(error).__name__,
-                f"probe at step {step} failed and was skipped ({type(error).__name__}: {error}); training goes on and "
-                "the next due step tries again. Pass on_error='raise' to stop on it.",
-            )
+            self._record_failure(trainer, step, error)
             report = None
         if report is not None:
+            self.failure_log.succeeded()
             self.history.append((step, dict(report.scalars)))
             self._publish(trainer, report, step)
             # texts are cheap and go out on every probe; a monitor adds pictures only when render_images is set
@@ -434,6 +481,25 @@ class Monitor(Callback):
                     rank_zero_info(f"[lightning-probes/{self.name}] the time budget cannot afford this probe for "
                                    f"long: probing cheaper ({change}) from step {step} on.")
 
+    def _record_failure(self, trainer: pl.Trainer, step: int, error: Exception) -> None:
+        """Count, log (``failed_probes`` scalar, ``failures`` text) and warn a failed probe (_failures.py)."""
+        self.failures += 1
+        streak = self.failure_log.record(step, error)
+        self.warn_once(
+            type(error).__name__,
+            f"probe at step {step} failed and was skipped ({type(error).__name__}: {error}); training goes on and "
+            "the next due step tries again. Pass on_error='raise' to stop on it.",
+        )
+        if streak:
+            rank_zero_warn(f"[lightning-probes/{self.name}] {self.failure_log.in_a_row} probes in a row have failed "
+                           f"(the last at step {step}: {type(error).__name__}: {error}); {self.failures} in all. This "
+                           f"monitor is not measuring; see {self.prefix}failures.")
+        metrics = {self.prefix + "failed_probes": float(self.failures)}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+        _loggers.write_text(self._sinks, self.prefix + "failures", self.failure_log.table(), step)
+
     def _publish(self, trainer: pl.Trainer, report: Report, step: int) -> None:
         metrics = {self.prefix + k: float(v) for k, v in report.scalars.items()}
         for logger in trainer.loggers:  # every logger, every probe point (not thinned by log_every_n_steps)
@@ -445,9 +511,11 @@ class Monitor(Callback):
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
 
     def _publish_artefacts(self, trainer: pl.Trainer, report: Report, step: int) -> None:
-        # to every logger that takes pictures / text, each through its own API (see _loggers.py)
-        if report.images or report.histograms or report.texts:
-            _loggers.publish(self._sinks, self.prefix, report.images, report.histograms, report.texts, step)
+        # to every logger that takes pictures / text, each through its own API (see _loggers.py); a text table that
+        # has not changed since it was last written is not written again
+        texts = {key: text for key, text in report.texts.items() if self._texts.changed(None, key, text)}
+        if report.images or report.histograms or texts:
+            _loggers.publish(self._sinks, self.prefix, report.images, report.histograms, texts, step)
 
     def _decide_stop(self, trainer: pl.Trainer, report: Report | None, step: int) -> None:
         if not self.triggers:
@@ -473,7 +541,7 @@ class Monitor(Callback):
         from lightning_probes.monitors.group import attached_monitors  # here, not on top: group.py imports this
 
         monitors = attached_monitors(trainer)
-        layout = merge_layouts(m.dashboard() for m in monitors)  # one layout for all monitors of the Trainer
+        layout = merge_layouts(_named_dashboard(m) for m in monitors)  # one layout for all monitors of the Trainer
         for writer in writers:
             write_layout_once(writer, layout)
         if self.images_every and not has_matplotlib():
@@ -487,6 +555,43 @@ class Monitor(Callback):
 
 
 _FAILED_ELSEWHERE = "the probe failed on another rank (see its warning); skipped on all ranks"
+_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+def _with_failures(summary: Callable[[Monitor], str]) -> Callable[[Monitor], str]:
+    """``summary`` followed by the monitor's failure lines, added once by the outermost summary() call (a
+    subclass's summary that calls ``super().summary()`` does not get them twice)."""
+    if getattr(summary, "_lp_with_failures", False):
+        return summary
+
+    @functools.wraps(summary)
+    def wrapped(self: Monitor) -> str:
+        if getattr(self, "_in_summary", False):
+            return summary(self)
+        self._in_summary = True
+        try:
+            text = summary(self)
+        finally:
+            self._in_summary = False
+        extra = self.failure_summary()
+        return f"{text}\n{extra}" if extra else text
+
+    wrapped._lp_with_failures = True  # type: ignore[attr-defined]
+    return wrapped
+
+
+Monitor.summary = _with_failures(Monitor.summary)  # type: ignore[method-assign]
+
+
+def _named_dashboard(monitor: Monitor) -> dict[str, dict[str, list]]:
+    """The monitor's dashboard with its class's section ``probes/<class name>`` renamed ``probes/<name>`` (the
+    charts' tag patterns already use the monitor's prefix), so two monitors of one class get a section each."""
+    layout = monitor.dashboard()
+    default = f"probes/{type(monitor).name}"
+    if monitor.name == type(monitor).name or default not in layout:
+        return layout
+    return {(f"probes/{monitor.name}" if category == default else category): charts
+            for category, charts in layout.items()}
 
 
 def _ranks_agreed(error: BaseException | None) -> bool:

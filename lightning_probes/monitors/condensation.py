@@ -86,7 +86,7 @@ class CondensationMonitor(Monitor):
             ``relative_change``: the relative change that marks the end (default 1).
         heatmap_order: ``"eigenvector"`` (default) or ``"cluster"``.
         seed: seed of the neuron sample and of the random-direction baseline.
-        schedule, triggers, on_error, at_start, at_end, images_every: as in
+        schedule, triggers, on_error, at_start, at_end, images_every, name: as in
             :class:`~lightning_probes.monitors.base.Monitor`. There is no probe data: only weights are read.
 
     Example:
@@ -113,10 +113,11 @@ class CondensationMonitor(Monitor):
         at_start: bool = True,
         at_end: bool = True,
         images_every: int = 5,
+        name: str | None = None,
     ) -> None:
         # the base's probe-data arguments are not offered: this monitor reads weights, never data
         super().__init__(schedule=schedule, triggers=triggers, on_error=on_error, at_start=at_start, at_end=at_end,
-                         images_every=images_every)
+                         images_every=images_every, name=name)
         if isinstance(layers, str):
             if layers != "auto":
                 raise ValueError(f"layers must be 'auto' or a list of Linear module names, got {layers!r}; "

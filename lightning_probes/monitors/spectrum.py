@@ -24,6 +24,7 @@ from lightning_probes.measures.spectrum import (
     summarise,
     truncated_decisions,
 )
+from lightning_probes.monitors._checks import check_class_labels, check_regression_targets
 from lightning_probes.monitors.base import Monitor, Report
 from lightning_probes.probe_set import capture, module_names, resolve_module
 from lightning_probes.tensorboard import drawing, line_image, markdown_table
@@ -233,6 +234,8 @@ class FeatureSpectrumMonitor(Monitor):
         super().on_train_start(trainer, pl_module)
         head = self._head(pl_module)
         classification = self._is_classification()
+        check = check_class_labels if classification else check_regression_targets  # once, not at every probe
+        check(type(self).__name__, self.probe_set.targets, head.out_features, self.head)
         self._stats = FeatureStatistics(head.in_features, head.out_features, classification).to(pl_module.device)
         self._agreement = NearestMeanAgreement().to(pl_module.device) if classification else None
         self._decisions = DecisionAgreement(head.in_features + 1).to(pl_module.device) \
