@@ -19,7 +19,7 @@ class DumpHistory(pl.Callback):
         self.monitor, self.directory = monitor, str(directory)
 
     def on_train_end(self, trainer, pl_module):
-        out = {"history": self.monitor.history, "stage_end": self.monitor.stage_end}
+        out = {"history": list(self.monitor.history), "stage_end": self.monitor.stage_end}
         with open(f"{self.directory}/rank{trainer.global_rank}.json", "w") as fh:
             json.dump(out, fh)
 

@@ -49,5 +49,7 @@ def check_regression_targets(owner: str, targets: Tensor, num_outputs: int, head
         raise ValueError(f"{owner}: the probe targets have {per_sample} values per sample (shape "
                          f"{tuple(targets.shape)}), but {head!r} has {num_outputs} outputs; they must match (one "
                          "target per output).")
-    if not bool(torch.isfinite(targets).all()):
-        raise ValueError(f"{owner}: the probe targets hold NaN or Inf; fix probe_data's targets.")
+    finite = torch.isfinite(targets.reshape(len(targets), -1)).all(dim=1)
+    if not bool(finite.all()):
+        raise ValueError(f"{owner}: the probe targets hold NaN or Inf in {int((~finite).sum())} of {len(targets)} "
+                         "probe samples; fix probe_data's targets.")

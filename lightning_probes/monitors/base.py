@@ -210,8 +210,8 @@ class Monitor(Callback):
 
     # ------------------------------------------------------------------ public helpers
     @property
-    def history(self) -> list[tuple[int, dict[str, float]]]:
-        """(step, scalars) of every successful probe. After a ``ddp_spawn`` fit, the launching process's monitor
+    def history(self) -> History:
+        """(step, scalars) of every successful probe (older ones thinned, see ``History``). After a ``ddp_spawn`` fit, the launching process's monitor
         takes rank 0's state (history, clock, triggers, stop reason, its own state) the first time this is read."""
         if not self._ran_hooks:
             state = receive_from_worker(self._spawn_token)
@@ -220,8 +220,9 @@ class Monitor(Callback):
         return self._history
 
     @history.setter
-    def history(self, value: list[tuple[int, dict[str, float]]]) -> None:
-        self._history = value
+    def history(self, value: Sequence[tuple[int, dict[str, float]]]) -> None:
+        # a plain list (a test, a user's own bookkeeping) becomes a History, so state_dict and thinning still work
+        self._history = value if isinstance(value, History) else History(value)
 
     @property
     def prefix(self) -> str:

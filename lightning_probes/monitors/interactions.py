@@ -36,6 +36,7 @@ from lightning_probes.monitors._checks import check_class_labels
 from lightning_probes.monitors.base import Monitor, Report
 from lightning_probes.batches import get_path, index, set_path
 from lightning_probes.probe_set import capture, probing, resolve_module
+from lightning_probes.monitors.trial import explained
 from lightning_probes.tensorboard import bar_image, drawing, line_image, markdown_table
 
 __all__ = ["InteractionMonitor"]
@@ -270,8 +271,12 @@ class InteractionMonitor(Monitor):
                 "targets y of shape (N,); v is the log-odds of the true class."
             )
         x = get_path(probe.inputs, probe.input_path(self.player_key))  # the tensor the players partition
-        with probing(pl_module):  # v is the log-odds of the true class: it must be one of the output's classes
-            classes = probe.logits(pl_module, probe.split(probe.batch(slice(0, 1), pl_module.device))[0]).shape[-1]
+        first = probe.split(probe.batch(slice(0, 1), pl_module.device))[0]
+        try:  # v is the log-odds of the true class: it must be one of the output's classes
+            with probing(pl_module):
+                classes = probe.logits(pl_module, first).shape[-1]
+        except Exception as err:  # the same message as the fit-start trial's: the monitor cannot run on this model
+            raise explained(err, type(self).__name__)  # noqa: B904 (explained() chains the cause)
         check_class_labels(type(self).__name__, probe.targets, classes, "the model output")
         shape = tuple(self.players.groups.shape)
         if self.mask_at is None and tuple(x.shape[1 : 1 + len(shape)]) != shape:

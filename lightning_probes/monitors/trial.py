@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from lightning_probes.monitors.base import Monitor
 
-__all__ = ["trial_probe", "TRIAL_SAMPLES"]
+__all__ = ["trial_probe", "explained", "TRIAL_SAMPLES"]
 
 TRIAL_SAMPLES = 16  # probe samples of the trial (or the monitor's minimum, if larger): enough classes, still cheap
 
@@ -65,10 +65,10 @@ def trial_probe(monitor: Monitor, trainer: pl.Trainer, pl_module: pl.LightningMo
             and trainer.strategy.reduce_boolean_decision(error is not None, all=False):
         error = error or RuntimeError(_FAILED_ELSEWHERE)
     if error is not None:
-        raise _explained(error, type(monitor).__name__)
+        raise explained(error, type(monitor).__name__)
 
 
-def _explained(error: Exception, name: str) -> Exception:
+def explained(error: Exception, name: str) -> Exception:
     """The error, of its own type, with a message that says the monitor cannot run here (the cause chained)."""
     message = (f"{name} cannot run on this model and probe data: its trial probe at fit start failed "
                f"({type(error).__name__}: {error}). Fix the monitor's arguments or the probe data (see the README, "
