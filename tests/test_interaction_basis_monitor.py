@@ -47,7 +47,8 @@ def test_fit_logs_every_tag_the_dashboard_and_pictures(tmp_path):
     assert "| layer | LIB dirs |" in events.texts["probes/lib/summary"][-1]
     assert set(events.charts()["probes/lib"]) == {
         "directions kept: LIB vs PCA", *(f"edges holding {q}% of the edge mass ({basis})" for q in (90, 99)
-                                        for basis in ("LIB", "PCA"))}
+                                        for basis in ("LIB", "PCA")),
+        "share of the edge mass on the constant direction", "the constant direction's eigenvalue"}
     logged = dict(events.scalars["probes/lib/features.2/n_directions"])
     assert logged == {s: v["features.2/n_directions"] for s, v in monitor.history}
     for _, values in monitor.history:
@@ -197,7 +198,7 @@ def test_state_dict_extends_the_base_and_warns_on_other_layers(tmp_path):
     monitor = InteractionBasisMonitor(layers=LAYERS, schedule=every(5), images_every=0, probe_data=probe_data())
     fit(tmp_path, monitor, max_steps=5)
     state = monitor.state_dict()
-    assert state["layers"] == LAYERS and len(state["history"]) == 2
+    assert state["layers"] == LAYERS and state["history"]["n_seen"] == 2
     other = InteractionBasisMonitor(layers=["features.2", "classifier"])
     with pytest.warns(UserWarning, match="written for layers"):
         other.load_state_dict(state)

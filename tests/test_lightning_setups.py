@@ -142,8 +142,8 @@ def test_a_head_wrapping_a_linear_resolves_to_it(tmp_path, caplog):
 
 
 def test_a_head_without_a_linear_gets_the_list_of_linear_modules(tmp_path):
-    with pytest.raises(TypeError, match=r"'features.1' is a ReLU, not a Linear. Linear modules: 'features.0', "
-                                        r"'classifier'"):
+    with pytest.raises(TypeError, match=r"'features.1' is a ReLU, not a Linear; did you mean 'features.0'\? "
+                                        r"Linear modules: 'features.0', 'classifier'"):
         _fit(tmp_path, max_steps=1, callbacks=[FeatureSpectrumMonitor(head="features.1")])
 
 

@@ -21,7 +21,7 @@ class DumpHistory(pl.Callback):
 
     def on_train_end(self, trainer, pl_module):
         with open(f"{self.directory}/rank{trainer.global_rank}.json", "w") as fh:
-            json.dump({m.name: m.history for m in self.monitors}, fh)
+            json.dump({m.name: list(m.history) for m in self.monitors}, fh)
 
 
 def test_the_launching_process_gets_the_workers_history(tmp_path):
