@@ -37,6 +37,7 @@ from lightning_probes.measures.concepts.metrics import (
     prediction_change_rate,
     zero_range,
 )
+from lightning_probes.measures.concepts.ranges import NETDISSECT_QUANTILE as NETDISSECT_QUANTILE
 from lightning_probes.measures.concepts.ranges import (
     InactiveUnitError,
     activation_ranges,
@@ -44,13 +45,14 @@ from lightning_probes.measures.concepts.ranges import (
     range_masks,
     upsample_activations,
 )
-from lightning_probes.measures.concepts.ranges import NETDISSECT_QUANTILE as NETDISSECT_QUANTILE
 from lightning_probes.measures.concepts.search import SearchResult, best_formula, exhaustive_search
+from lightning_probes.measures.concepts.summary import ConceptSummary, RangeFigures, concept_summary
 from lightning_probes.measures.concepts.table import ConceptTable, prepare_concepts
 
 __all__ = [
     "Atom",
     "Compound",
+    "ConceptSummary",
     "ConceptTable",
     "ExplanationMetrics",
     "Formula",
@@ -58,9 +60,11 @@ __all__ = [
     "MaskStatistics",
     "Op",
     "RangeExplanation",
+    "RangeFigures",
     "SearchResult",
     "activation_ranges",
     "best_formula",
+    "concept_summary",
     "exhaustive_search",
     "explain_unit",
     "explanation_metrics",

@@ -44,6 +44,7 @@ from lightning_probes.measures.interactions.summary import (
     salient_interactions,
     solver_certificate,
 )
+from lightning_probes.measures.interactions.transforms import MAX_PLAYERS_HARD as MAX_PLAYERS_HARD
 from lightning_probes.measures.interactions.transforms import (
     dense_mobius_matrix,
     dense_or_matrix,
@@ -54,7 +55,6 @@ from lightning_probes.measures.interactions.transforms import (
     superset_zeta_transform,
     zeta_transform,
 )
-from lightning_probes.measures.interactions.transforms import MAX_PLAYERS_HARD as MAX_PLAYERS_HARD
 from lightning_probes.measures.linear_probes import LinearProbe, fit_linear_probe
 
 __all__ = [
