@@ -1,7 +1,7 @@
 """ConceptMonitor: logical concept formulas for each activation range of chosen units, tracked over training.
 
 Clustered Compositional Explanations (La Rosa, Gilpin, Capobianco, NeurIPS 2023, arXiv 2310.18443); the
-formulas live in :mod:`lightning_probes.measures.explanations`.
+formulas live in :mod:`lightning_probes.measures.concepts` (one probe's figures in its ``summary``).
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_probes.datasets import ConceptProbe
-from lightning_probes.measures.explanations import (
+from lightning_probes.measures.concepts import (
     ConceptTable,
     InactiveUnitError,
     RangeExplanation,
+    concept_summary,
     explain_unit,
     label_masked_inputs,
     label_masking_score,
@@ -53,7 +53,7 @@ class ConceptMonitor(Monitor):
     back to beam search). The paper's further measures, each a mean over the explained units of range c:
 
     - ``mask_size_range_<c>``: the share of a sample's positions the range covers, over samples where it fires
-      (:class:`~lightning_probes.measures.explanations.MaskStatistics`);
+      (:class:`~lightning_probes.measures.concepts.MaskStatistics`);
     - ``range_importance_range_<c>``: the share of probe samples whose predicted class changes when the unit's
       activations in range c are zeroed (a forward hook on ``layer``; needs (N, C) logits);
     - ``label_masking_range_<c>``: cosine similarity of the range's activations before and after the input
@@ -412,25 +412,6 @@ class ConceptMonitor(Monitor):
 
     def _report(self, explained: dict[int, list[RangeExplanation]], inactive: list[int],
                 extra: dict[str, dict[str, float]] | None = None) -> Report:
-        k = self.num_clusters
-        full = {u: r for u, r in explained.items() if len(r) == k}  # units with fewer distinct values than K
-        ious = np.full((len(full), k), np.nan)  # (units, ranges)
-        for row, ranges in enumerate(full.values()):
-            ious[row] = [r.metrics.iou for r in ranges]
-        scalars: dict[str, float] = {}
-        for c in range(k):
-            scalars[f"mean_iou_range_{c + 1}"] = float(ious[:, c].mean()) if len(full) else math.nan
-        top = [r[-1].metrics.iou for r in explained.values()]
-        scalars["specialisation"] = (float(np.mean([r[-1].metrics.iou - r[0].metrics.iou for r in explained.values()]))
-                                     if explained else math.nan)
-        scalars["n_units_explained"] = float(sum(iou >= self.iou_threshold for iou in top))
-        scalars["n_inactive_units"] = float(len(inactive))
-        formulas = {f"{u}/{r.range_index + 1}": r.name for u, rs in explained.items() for r in rs}
-        scalars["n_formula_changes"] = float(sum(self.last_formulas.get(key, name) != name
-                                                 for key, name in formulas.items()))
-        fallbacks = sum(r.method.startswith("beam (fallback") for rs in explained.values() for r in rs)
-        scalars["n_beam_fallbacks"] = float(fallbacks)
-        self.last_formulas = formulas
         extra = extra or {}
         if self.untrained_step is None:  # the first probe is the unspecialised baseline
             self.untrained = {f"{u}/{r.range_index + 1}": (r.name, r.metrics.iou) for u, rs in explained.items()
@@ -439,7 +420,28 @@ class ConceptMonitor(Monitor):
             if self.step > 0:
                 self.warn_once("untrained", f"the first concept probe ran at step {self.step}, not 0: the "
                                             "untrained_* baseline describes a partly trained network.")
-        scalars.update(self._per_range_scalars(full, extra))
+        summary = concept_summary(
+            explained, inactive, self.num_clusters, self.iou_threshold, self.last_formulas, self.untrained, extra,
+            importance_measured=self.range_importance and self._importance_ok,
+            label_masking_measured=self._label_masking_applies(),
+        )
+        self.last_formulas = summary.formulas
+        scalars: dict[str, float] = {f"mean_iou_range_{c + 1}": r.mean_iou for c, r in enumerate(summary.ranges)}
+        scalars["specialisation"] = summary.specialisation
+        scalars["n_units_explained"] = float(summary.n_units_explained)
+        scalars["n_inactive_units"] = float(summary.n_inactive_units)
+        scalars["n_formula_changes"] = float(summary.n_formula_changes)
+        scalars["n_beam_fallbacks"] = float(summary.n_beam_fallbacks)
+        for c, r in enumerate(summary.ranges, 1):
+            scalars[f"mask_size_range_{c}"] = r.mask_size
+            if r.importance is not None:
+                scalars[f"range_importance_range_{c}"] = r.importance
+            if r.label_masking is not None:
+                scalars[f"label_masking_range_{c}"] = r.label_masking
+            scalars[f"untrained_iou_range_{c}"] = r.untrained_iou
+            scalars[f"iou_gain_over_untrained_range_{c}"] = r.iou_gain_over_untrained
+            scalars[f"same_formula_as_untrained_range_{c}"] = r.same_formula_as_untrained
+        fallbacks = summary.n_beam_fallbacks
         if fallbacks:
             self.warn_once("fallback", f"{fallbacks} exact formula searches exceeded time_budget={self.time_budget} s "
                                        f"with {len(self.concept_names)} concepts and fell back to beam search "
@@ -449,35 +451,14 @@ class ConceptMonitor(Monitor):
                                        f"{self.step}; they are reported, not explained.")
         report = Report(scalars=scalars)
         report.texts["explanations"] = self._table_text(explained, inactive, fallbacks, extra)
-        if self.render_images and len(full):
+        if self.render_images and len(summary.full_units):
+            ious, units = summary.ious, summary.full_units
             report.images["iou_per_range"] = heatmap_image(  # ranges numbered as in the scalars: 1 = lowest
                 ious, f"IoU of the best formula, step {self.step}", vmin=0.0, vmax=1.0, cmap="viridis",
                 xlabel="activation range (1 = lowest)", ylabel="unit", colorbar_label="IoU",
-                xticklabels=[str(c + 1) for c in range(ious.shape[1])], yticklabels=[str(u) for u in full],
+                xticklabels=[str(c + 1) for c in range(ious.shape[1])], yticklabels=[str(u) for u in units],
             )
         return report
-
-    def _per_range_scalars(self, full: dict[int, list[RangeExplanation]],
-                           extra: dict[str, dict[str, float]]) -> dict[str, float]:
-        """Means over the units with all K ranges of the paper's per-range measures (NaN where none applies)."""
-        out: dict[str, float] = {}
-        for c in range(self.num_clusters):
-            keys = [f"{u}/{c + 1}" for u in full]
-            ranges = [rs[c] for rs in full.values()]
-            out[f"mask_size_range_{c + 1}"] = _nanmean([r.sizes.unit_mask_size for r in ranges if r.sizes])
-            applies = {"range_importance": self.range_importance and self._importance_ok,
-                       "label_masking": self._label_masking_applies()}  # tags only where the measure is defined
-            for name, field in (("range_importance", "importance"), ("label_masking", "label_masking")):
-                if applies[name]:
-                    out[f"{name}_range_{c + 1}"] = _nanmean([extra.get(k, {}).get(field, math.nan) for k in keys])
-            base = [self.untrained[k] for k in keys if k in self.untrained]
-            out[f"untrained_iou_range_{c + 1}"] = _nanmean([iou for _, iou in base])
-            now = [r.metrics.iou for k, r in zip(keys, ranges) if k in self.untrained]
-            out[f"iou_gain_over_untrained_range_{c + 1}"] = (_nanmean(now) - out[f"untrained_iou_range_{c + 1}"]
-                                                            if base else math.nan)
-            same = [self.untrained[k][0] == r.name for k, r in zip(keys, ranges) if k in self.untrained]
-            out[f"same_formula_as_untrained_range_{c + 1}"] = float(np.mean(same)) if same else math.nan
-        return out
 
     def _table_text(self, explained: dict[int, list[RangeExplanation]], inactive: list[int], fallbacks: int,
                     extra: dict[str, dict[str, float]] | None = None) -> str:
@@ -520,11 +501,6 @@ class ConceptMonitor(Monitor):
                 f"specialisation {last['specialisation']:.3f}; {int(last['n_units_explained'])} of "
                 f"{len(self._units)} units explained (IoU >= {self.iou_threshold}), "
                 f"{int(last['n_inactive_units'])} inactive")
-
-
-def _nanmean(values: Sequence[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else math.nan
 
 
 def _real(value: Any) -> bool:

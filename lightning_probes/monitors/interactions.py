@@ -1,7 +1,8 @@
 """InteractionMonitor: AND-OR interactions of the output and of each layer, and how they change over training.
 
-Cheng et al., ICML 2024 (arXiv 2409.08712); every formula lives in :mod:`lightning_probes.measures.interactions`.
-This file runs the model on the 2^n masked versions of a few probe samples, fits the layer probes, and publishes.
+Cheng et al., ICML 2024 (arXiv 2409.08712); every formula lives in :mod:`lightning_probes.measures.interactions`
+(the figures of one probe in :mod:`~lightning_probes.measures.interactions.summary`). This file runs the model
+on the 2^n masked versions of a few probe samples, fits the layer probes, and publishes.
 """
 
 from __future__ import annotations
@@ -19,19 +20,18 @@ from typing_extensions import override
 
 from lightning_probes.measures.interactions import (
     AndOrDecomposition,
-    LinearProbe,
     Players,
+    SalientInteractions,
     count_by_order,
-    fit_linear_probe,
-    interaction_change,
+    interaction_summary,
     log_odds,
     masked_rows,
-    merge_first_order,
-    salient_iou,
-    salient_mask,
+    salient_interactions,
+    solver_certificate,
     sparse_and_or,
     strongest_interactions,
 )
+from lightning_probes.measures.linear_probes import LinearProbe, fit_linear_probe
 from lightning_probes.monitors._checks import check_class_labels
 from lightning_probes.monitors.base import Monitor, Report
 from lightning_probes.batches import get_path, index, set_path
@@ -434,51 +434,35 @@ class InteractionMonitor(Monitor):
         return games
 
     def _scalars(self, per_source: dict[str, dict[str, Tensor]], probes: dict[str, LinearProbe]) -> dict[str, float]:
-        out = per_source[OUTPUT]
-        n = self.players.n
-        counts = count_by_order(out["mask"]).to(torch.float64)  # (B, n+1)
-        total = counts.sum(-1)
-        orders = torch.arange(n + 1, dtype=torch.float64)
+        previous = None if self._previous is None else _salient(self._previous)
+        layers = {name: _salient(per_source[name]) for name in self.layers}
+        summary = interaction_summary(_salient(per_source[OUTPUT]), layers, previous)
         scalars = {
-            "n_salient": float(total.mean()),
-            "mean_order": float((counts * orders).sum() / counts.sum().clamp_min(1)),
-            "objective": float(out["objective"].mean()),
+            "n_salient": summary.n_salient,
+            "mean_order": summary.mean_order,
+            "objective": summary.objective,
             "clamped_fraction": float(self._clamped_fraction),
         }
-        for k in range(1, n + 1):
-            scalars[f"n_salient_order_{k}"] = float(counts[:, k].mean())
-        if self._previous is not None and self._previous["mask"].shape == out["mask"].shape:
-            prev = self._previous
-            change = interaction_change(
-                (prev["i_and"].to(out["i_and"]), prev["i_or"].to(out["i_or"])), (out["i_and"], out["i_or"]),
-                prev["mask"].to(out["mask"].device), out["mask"],
-            )  # previous probe -> now: the new terms emerged, the forget terms were forgotten
-            scalars["emerged"] = _ratio(change.new.sum(), change.overlap.sum())
-            scalars["forgotten"] = _ratio(change.forget.sum(), change.overlap.sum())
-            scalars["iou_previous"] = _nan_to_num(salient_iou(out["mask"], prev["mask"].to(out["mask"].device)).mean())
+        for k, count in enumerate(summary.n_salient_by_order, 1):
+            scalars[f"n_salient_order_{k}"] = count
+        if summary.since_previous is not None and summary.iou_previous is not None:
+            scalars["emerged"], scalars["forgotten"] = summary.since_previous
+            scalars["iou_previous"] = summary.iou_previous
+        out = per_source[OUTPUT]
         self._previous = {k: out[k].detach().cpu() for k in ("i_and", "i_or", "mask")}
-        for name in self.layers:
-            layer = per_source[name]
-            change = interaction_change((layer["i_and"], layer["i_or"]), (out["i_and"], out["i_or"]),
-                                        layer["mask"], out["mask"])
-            layer["completeness"] = change.completeness
-            layer["redundancy"] = change.redundancy
-            self.last_by_order[name] = {
-                "completeness": change.completeness.cpu(), "redundancy": change.redundancy.cpu()
-            }
-            scalars[f"{name}/completeness"] = _nan_to_num(change.pooled_completeness)
-            scalars[f"{name}/redundancy"] = _nan_to_num(change.pooled_redundancy)
-            scalars[f"{name}/completeness_mean_over_orders"] = _nan_to_num(torch.nanmean(change.completeness[1:]))
-            scalars[f"{name}/redundancy_mean_over_orders"] = _nan_to_num(torch.nanmean(change.redundancy[1:]))
-            scalars[f"{name}/iou"] = _nan_to_num(salient_iou(layer["mask"], out["mask"]).mean())
+        for name, layer in summary.layers.items():
+            per_source[name]["completeness"] = layer.completeness
+            per_source[name]["redundancy"] = layer.redundancy
+            self.last_by_order[name] = {"completeness": layer.completeness.cpu(), "redundancy": layer.redundancy.cpu()}
+            scalars[f"{name}/completeness"] = layer.pooled_completeness
+            scalars[f"{name}/redundancy"] = layer.pooled_redundancy
+            scalars[f"{name}/completeness_mean_over_orders"] = layer.completeness_mean_over_orders
+            scalars[f"{name}/redundancy_mean_over_orders"] = layer.redundancy_mean_over_orders
+            scalars[f"{name}/iou"] = layer.iou
             scalars[f"{name}/probe_accuracy"] = float(probes[name].accuracy)
-        chain = [*self.layers, OUTPUT]  # forward order: each source against the one before it
-        for before, after in zip(chain, chain[1:]):
-            prev, this = per_source[before], per_source[after]
-            change = interaction_change((prev["i_and"], prev["i_or"]), (this["i_and"], this["i_or"]),
-                                        prev["mask"], this["mask"])  # previous layer -> this one
-            scalars[f"{after}/emerged_from_previous_layer"] = _ratio(change.new.sum(), change.overlap.sum())
-            scalars[f"{after}/forgotten_from_previous_layer"] = _ratio(change.forget.sum(), change.overlap.sum())
+        for after, turnover in zip([*self.layers, OUTPUT][1:], summary.between_layers):  # previous layer -> this
+            scalars[f"{after}/emerged_from_previous_layer"] = turnover.emerged
+            scalars[f"{after}/forgotten_from_previous_layer"] = turnover.forgotten
         return scalars
 
     # ------------------------------------------------------------------ pictures and text
@@ -533,36 +517,23 @@ class InteractionMonitor(Monitor):
 
 def _split(result: AndOrDecomposition, sources: list[str], per: int, tau: float) -> dict[str, dict[str, Tensor]]:
     """Cut the batched decomposition back into sources; merge singletons and mark salient sets per source."""
-    out = {}
-    for i, source in enumerate(sources):
-        rows = slice(i * per, (i + 1) * per)
-        i_and, i_or = merge_first_order(result.i_and[rows], result.i_or[rows])
-        out[source] = {
-            "i_and": i_and, "i_or": i_or, "mask": salient_mask(i_and, i_or, tau), "objective": result.objective[rows]
-        }
-    return out
+    return {source: salient_interactions(result, slice(i * per, (i + 1) * per), tau)._asdict()
+            for i, source in enumerate(sources)}
+
+
+def _salient(parts: Mapping[str, Tensor]) -> SalientInteractions:
+    return SalientInteractions(parts["i_and"], parts["i_or"], parts["mask"], parts.get("objective"))
 
 
 def _solver_scalars(result: AndOrDecomposition) -> dict[str, float]:
     """How far from the sparsest decomposition the reported ones can be, over all games of this probe."""
-    gap = result.relative_gap
-    exact = result.exact if result.exact is not None else torch.zeros_like(gap, dtype=torch.bool)
-    return {"certified_gap_max": float(gap.max()), "certified_gap_mean": float(gap.mean()),
-            "exact_fallback_fraction": float(exact.double().mean())}
+    certificate = solver_certificate(result)
+    return {"certified_gap_max": certificate.gap_max, "certified_gap_mean": certificate.gap_mean,
+            "exact_fallback_fraction": certificate.exact_fallback_fraction}
 
 
 def _real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _ratio(part: Tensor, rest: Tensor) -> float:
-    total = float(part + rest)
-    return float(part) / total if total > 0 else 0.0
-
-
-def _nan_to_num(value: Tensor) -> float:
-    value = float(value)
-    return 0.0 if math.isnan(value) else value
 
 
 @contextlib.contextmanager
