@@ -3,7 +3,7 @@
     python benchmarks/long_runs.py [--probes 100000] [--window 1000]
 
 A real fit of 100k probes would take hours, so the probes are **simulated**: a monitor whose ``measure`` returns a
-fixed-shape Report at once (the spectrum's 15 scalars and its regime table, which changes every 20k probes; or 3
+fixed-shape ProbeResult at once (the spectrum's 15 scalars and its regime table, which changes every 20k probes; or 3
 layers x 10 condensation-like scalars and a per-layer table that changes every probe) is driven through the real
 ``Monitor._probe`` — history, failure bookkeeping, scalars to the loggers and ``callback_metrics``, text tables
 (written only when changed), clock — with a minimal stand-in Trainer and a TensorBoard logger that counts what it is
@@ -31,7 +31,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from lightning_probes.monitors.base import Monitor, Report
+from lightning_probes.monitors.base import Monitor, ProbeResult
 from lightning_probes.schedules import every
 from lightning_probes.tensorboard import markdown_table
 
@@ -45,7 +45,7 @@ CONDENSATION_KEYS = [f"layer{i}/{k}" for i in range(3) for k in (
 
 
 class Simulated(Monitor):
-    """A monitor whose measurement is free: the Report a real one of this shape would give."""
+    """A monitor whose measurement is free: the ProbeResult a real one of this shape would give."""
 
     needs_probe_data = False
 
@@ -54,7 +54,7 @@ class Simulated(Monitor):
         self.kind, self.keys = kind, keys
         self.name = kind
 
-    def measure(self, trainer: Any, pl_module: Any) -> Report:
+    def measure(self, trainer: Any, pl_module: Any) -> ProbeResult:
         n = self.clock.n_probes
         scalars = {k: float((n * 7 + i) % 97) / 97 for i, k in enumerate(self.keys)}
         if self.kind == "spectrum":  # a regime table that changes every 20k probes
@@ -62,7 +62,7 @@ class Simulated(Monitor):
             text = markdown_table(["step", "regime"], [[20_000 * i, "MF" if i % 2 else "EF"] for i in range(flips + 1)])
         else:  # a per-layer table whose figures change every probe
             text = markdown_table(["layer", "n_directions"], [[f"layer{i}", n % 13 + i] for i in range(3)])
-        return Report(scalars=scalars, texts={"table": text})
+        return ProbeResult(scalars=scalars, texts={"table": text})
 
 
 def state_bytes(obj: Any) -> int:

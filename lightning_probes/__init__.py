@@ -5,7 +5,7 @@ Example:
     >>> monitor = FeatureSpectrumMonitor(head="classifier", schedule=log_spaced(), triggers=[StopOnRegime("MF")])
 """
 
-from lightning_probes.monitors.base import Monitor, Report
+from lightning_probes.monitors.base import Monitor, ProbeResult, Report  # Report: ProbeResult's old name
 from lightning_probes.monitors.concepts import ConceptMonitor
 from lightning_probes.monitors.condensation import CondensationMonitor
 from lightning_probes.monitors.group import MonitorGroup
@@ -31,6 +31,7 @@ __all__ = [
     "Monitor",
     "MonitorGroup",
     "Players",
+    "ProbeResult",
     "ProbeSet",
     "Report",
     "Schedule",

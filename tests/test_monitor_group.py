@@ -8,7 +8,7 @@ from helpers import fit_digits, read_events
 from lightning_probes import CondensationMonitor, FeatureSpectrumMonitor, MonitorGroup, every
 from lightning_probes.datasets import DigitsDataModule
 from lightning_probes.models import MLPClassifier
-from lightning_probes.monitors.base import Monitor, Report
+from lightning_probes.monitors.base import Monitor, ProbeResult
 from lightning_probes.monitors.group import attached_monitors
 
 
@@ -35,7 +35,7 @@ class ValidationCounter(Monitor):
         self.validation_ends += 1
 
     def measure(self, trainer, pl_module):
-        return Report(scalars={"validation_ends": float(self.validation_ends)})
+        return ProbeResult(scalars={"validation_ends": float(self.validation_ends)})
 
 
 class PlainCounter(Callback):

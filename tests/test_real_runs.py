@@ -17,7 +17,7 @@ from lightning_probes.datasets import DigitsDataModule
 from lightning_probes.models import MLPClassifier
 from lightning_probes.monitors import _progress
 from lightning_probes.monitors._cost import CostModel, ProbeTiming, TrainingClock, training_clock
-from lightning_probes.monitors.base import Monitor, Report
+from lightning_probes.monitors.base import Monitor, ProbeResult
 from lightning_probes.monitors.condensation import CondensationMonitor
 from lightning_probes.monitors.group import MonitorGroup
 from lightning_probes.monitors.spectrum import FeatureSpectrumMonitor
@@ -136,7 +136,7 @@ def test_a_starved_budget_asks_for_a_cheaper_probe_once_and_says_so(tmp_path, ca
         def measure(self, trainer, pl_module):
             time.sleep(0.002 * self.size)
             self.sizes.append(self.size)
-            return Report(scalars={"size": float(self.size)})
+            return ProbeResult(scalars={"size": float(self.size)})
 
         def cheaper(self):
             if self.size == 1:
@@ -262,7 +262,7 @@ def test_a_long_probe_shows_on_the_progress_bar(tmp_path, monkeypatch):
         def measure(self, trainer, pl_module):
             if not self.trial_probe:  # the fit-start trial is a silent check, not a probe
                 seen.append(trainer.progress_bar_callback.train_progress_bar.desc)
-            return Report(scalars={"value": 3.0, "other": 1.0})
+            return ProbeResult(scalars={"value": 3.0, "other": 1.0})
 
     monkeypatch.setattr(_progress, "LONG_PROBE_SECONDS", 0.0)  # every probe counts as long
     pl.seed_everything(0)
@@ -282,7 +282,7 @@ class Plateau(Monitor):
     needs_probe_data = False
 
     def measure(self, trainer, pl_module):
-        return Report(scalars={"value": 1.0})
+        return ProbeResult(scalars={"value": 1.0})
 
 
 def _plateau_fit(tmp_path, *callbacks):

@@ -9,7 +9,7 @@ from helpers import read_events, trainer
 
 from lightning_probes.datasets import DigitsDataModule
 from lightning_probes.models import MLPClassifier
-from lightning_probes.monitors.base import Monitor, Report
+from lightning_probes.monitors.base import Monitor, ProbeResult
 from lightning_probes.monitors.spectrum import FeatureSpectrumMonitor
 from lightning_probes.schedules import Clock, as_schedule, budget, every, log_spaced
 from lightning_probes.tensorboard import drawing
@@ -28,7 +28,7 @@ class SlowMonitor(Monitor):
 
     def measure(self, trainer, pl_module):
         time.sleep(self.cost)
-        return Report(scalars={"step": float(self.step)})
+        return ProbeResult(scalars={"step": float(self.step)})
 
 
 def fit(tmp_path, callbacks, max_steps, **kw):

@@ -10,7 +10,7 @@ from torch import nn
 
 from lightning_probes.datasets import DigitsDataModule, load_digits_tensors
 from lightning_probes.models import MLPClassifier
-from lightning_probes.monitors.base import Report
+from lightning_probes.monitors.base import ProbeResult
 from lightning_probes.monitors.spectrum import FeatureSpectrumMonitor
 from lightning_probes.schedules import every
 from lightning_probes.triggers import StopWhen
@@ -262,7 +262,7 @@ def test_nan_features_skip_the_probe_warn_once_and_training_goes_on(tmp_path):
 
 
 class Broken(FeatureSpectrumMonitor):
-    def measure(self, trainer, pl_module) -> Report:
+    def measure(self, trainer, pl_module) -> ProbeResult:
         if self.trial_probe:  # passes the fit-start trial (a monitor failing it stops the fit: tests/test_batches.py)
             return super().measure(trainer, pl_module)
         raise RuntimeError("boom")

@@ -8,6 +8,7 @@ probe is *expected* to cost. Both used to be worked out inside ``Monitor._probe`
   monitor's training time is the fit's wall time less *all* monitors' probes and fit-start work, so in a
   :class:`~lightning_probes.monitors.group.MonitorGroup` no monitor's budget grows with the others' probes, and
   the work one monitor does at fit start (fixing its probe set, warm-up) is not training time for another.
+- :func:`probe_due` decides after each step whether a probe is due, :func:`pictures_due`, before a probe, whether it draws pictures; :func:`book` accounts for it after.
 - :class:`CostModel` — one per monitor: a probe's time split into its measurement and its pictures, so the next
   probe is expected to cost the last *measurement*, plus the last pictures' drawing time only when pictures are
   due. One-off costs (the first matplotlib draw, the first LAPACK call) are paid by :func:`warm_up` at
@@ -20,14 +21,22 @@ from __future__ import annotations
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_probes.schedules import Clock
 from lightning_probes.tensorboard import drawing_seconds, has_matplotlib
 
-__all__ = ["CostModel", "ProbeTiming", "TrainingClock", "training_clock", "warm_up"]
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+    from lightning_probes.monitors.base import Monitor
+
+__all__ = ["CostModel", "ProbeTiming", "TrainingClock", "book", "cost_summary", "pictures_due", "planned_steps", "probe_due", "train_seconds",
+           "training_clock", "warm_up"]
 
 
 class TrainingClock:
@@ -173,3 +182,78 @@ def warm_up(pictures: bool) -> float:
 
 
 _WARM = {"pictures": False}  # matplotlib's first draw is paid once per process
+
+
+def probe_due(monitor: Monitor, trainer: pl.Trainer, step: int) -> bool:
+    """Whether ``monitor``'s schedule asks for a probe after the optimizer step ``step`` (at most one per step).
+    Under DDP a time-based decision is rank 0's, so every rank probes at the same steps."""
+    if step == monitor.clock.last_step:
+        return False
+    if not monitor.schedule.deterministic:
+        monitor.clock.train_seconds = train_seconds(monitor)
+    due = monitor.schedule(step, monitor.clock)
+    if not monitor.schedule.deterministic and trainer.world_size > 1:
+        due = bool(trainer.strategy.broadcast(due, src=0))  # a time-based decision must be the same everywhere
+    return due
+
+
+def pictures_due(monitor: Monitor, final: bool) -> tuple[bool, bool]:
+    """(draw pictures on this probe, pictures wait for a later one): pictures come every ``images_every``-th
+    probe, and on the final one, only where a logger takes them (drawn for no one, they cost a spectrum probe 1.1 s
+    instead of 13 ms); under a time budget they wait for a probe the budget can afford them on."""
+    due = bool(monitor._sinks) and monitor.images_every > 0 and (
+        final or monitor._pictures_pending or monitor.clock.n_probes % monitor.images_every == 0)
+    # the final state's pictures are drawn whatever the budget says (they are the ones people look at)
+    render = due and (final or monitor.schedule.affords(monitor.cost_model.picture_seconds, monitor.clock))
+    return render, due and not render
+
+
+def book(monitor: Monitor, trainer: pl.Trainer, token: tuple[float, float], step: int, final: bool) -> None:
+    """Account for a finished probe: the cost model learns from it, the shared training clock leaves it out,
+    and a budget that cannot afford the next probe for long gets a cheaper one (said once)."""
+    model, clock = monitor.cost_model, monitor.clock
+    timing = model.stop(token)
+    model.record(timing, drew_pictures=monitor.render_images, final=final)
+    pictures_next = bool(monitor._sinks) and monitor.images_every > 0 and (
+        monitor._pictures_pending or (clock.n_probes + 1) % monitor.images_every == 0)
+    model.update_clock(clock, timing, pictures_next, step)
+    if monitor._training is not None:
+        monitor._training.exclude(timing.total)
+    clock.train_seconds = train_seconds(monitor)
+    starved = not final and monitor.schedule.starved(step, clock)
+    if not final and not monitor.schedule.deterministic and trainer.world_size > 1:
+        starved = bool(trainer.strategy.broadcast(starved, src=0))  # every rank probes the same size
+    change = monitor.cheaper() if starved else None
+    if change:
+        model.cheaper()
+        clock.next_probe_seconds = model.expected(pictures_next)
+        if "cheaper" not in monitor._warned:
+            monitor._warned.add("cheaper")
+            rank_zero_info(f"[lightning-probes/{monitor.name}] the time budget cannot afford this probe for "
+                           f"long: probing cheaper ({change}) from step {step} on.")
+
+
+def cost_summary(monitor: Monitor) -> str:
+    """One line: how many probes ``monitor`` made and their cost as a share of training time (the final probe's
+    apart)."""
+    clock, final_seconds = monitor.clock, monitor.cost_model.final_seconds
+    share = clock.probe_seconds / clock.train_seconds if clock.train_seconds > 0 else float("nan")
+    final = "" if final_seconds is None else f", the final-state probe {final_seconds:.2f} s"
+    return (f"[{monitor.name}] {clock.n_probes} probes, {clock.probe_seconds:.2f} s = {share:.1%} of training time "
+            f"({clock.train_seconds:.1f} s){final}")
+
+
+def planned_steps(trainer: Any) -> int | None:
+    """The optimizer steps this fit is planned to run (``max_steps``, or Lightning's estimate from the epochs and
+    the loader's length); None when unknown or unbounded."""
+    try:
+        total = trainer.estimated_stepping_batches
+    except Exception:  # an iterable loader without a length, a strategy that cannot tell yet
+        return None
+    return int(total) if isinstance(total, (int, float)) and np.isfinite(total) and total > 0 else None
+
+
+def train_seconds(monitor: Monitor) -> float:
+    """``monitor``'s training seconds so far: those of earlier fits (restored from a checkpoint) and this fit's
+    shared training clock."""
+    return monitor._train_base + (monitor._training.seconds() if monitor._training is not None else 0.0)

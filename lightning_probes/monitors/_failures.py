@@ -1,7 +1,7 @@
 """Failed probes, counted where the user looks: a ``failed_probes`` scalar, a ``failures`` text table, warnings.
 
-A probe that raises (with ``on_error="warn"``) is skipped and training goes on. So that a monitor failing from step
-k on does not just stop drawing points, each failure
+A probe that raises (with ``on_error="warn"``) is caught (:func:`attempt`) and skipped, and training goes on. So that a monitor failing from step
+k on does not just stop drawing points, each failure (:func:`record_failure`)
 
 - is counted in ``probes/<monitor>/failed_probes`` (the run's total so far), logged at the failing step to every
   logger (so it shows in TensorBoard and CSV files, and in ``trainer.callback_metrics``);
@@ -13,9 +13,19 @@ k on does not just stop drawing points, each failure
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["IN_A_ROW", "KEPT", "FailureLog"]
+from lightning.pytorch.utilities import rank_zero_warn
+
+from lightning_probes.monitors import _loggers
+from lightning_probes.monitors._publish import ProbeResult, log_scalars, measured
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+    from lightning_probes.monitors.base import Monitor
+
+__all__ = ["IN_A_ROW", "KEPT", "FailureLog", "attempt", "record_failure"]
 
 IN_A_ROW = 3  # consecutive failed probes that warn again
 KEPT = 20  # failures whose message is kept (in memory, in checkpoints and in the text table)
@@ -76,3 +86,34 @@ class FailureLog:
         self.total = int(state.get("total", total))
         self.in_a_row = int(state.get("in_a_row", 0))
         self.records = [(int(s), str(k), str(m)) for s, k, m in state.get("records", [])]
+
+
+def attempt(monitor: Monitor, trainer: pl.Trainer, pl_module: pl.LightningModule
+            ) -> tuple[ProbeResult | None, Exception | None]:
+    """(the checked result, None) of ``monitor``'s measurement (:func:`~lightning_probes.monitors._publish.measured`),
+    or (None, the error) when it failed; with ``on_error="raise"`` the error is raised instead."""
+    try:
+        return measured(monitor, trainer, pl_module), None
+    except Exception as err:  # a failed measurement must not kill someone's training run
+        if monitor.on_error == "raise":
+            raise
+        return None, err
+
+
+def record_failure(monitor: Monitor, trainer: pl.Trainer, step: int, error: Exception) -> None:
+    """Count a failed probe, log it (``failed_probes`` scalar, ``failures`` text) and warn (once per kind of error,
+    and again each :data:`IN_A_ROW` failures in a row)."""
+    monitor.failures += 1
+    streak = monitor.failure_log.record(step, error)
+    monitor.warn_once(
+        type(error).__name__,
+        f"probe at step {step} failed and was skipped ({type(error).__name__}: {error}); training goes on and "
+        "the next due step tries again. Pass on_error='raise' to stop on it.",
+    )
+    if streak:
+        rank_zero_warn(f"[lightning-probes/{monitor.name}] {monitor.failure_log.in_a_row} probes in a row have failed "
+                       f"(the last at step {step}: {type(error).__name__}: {error}); {monitor.failures} in all. This "
+                       f"monitor is not measuring; see {monitor.prefix}failures.")
+    log_scalars(trainer, {monitor.prefix + "failed_probes": float(monitor.failures)}, step)
+    _loggers.write_text(monitor._sinks, monitor.prefix + "failures", monitor.failure_log.table(), step)
+

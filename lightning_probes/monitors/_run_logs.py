@@ -6,6 +6,8 @@
 - :func:`mark_restart` — a resumed fit writes TensorBoard's ``SessionLog.START`` just after the step it resumed
   from, so TensorBoard's purge of orphaned data hides what the killed run logged after its checkpoint.
 - :class:`TextCache` — the last text written per tag, so an unchanged table is not rewritten on every probe.
+- :class:`RunLogHooks` — the monitor's hooks that keep the logs whole: flushed before a checkpoint and after a
+  crash, the restart marked once a resumed fit starts.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
-__all__ = ["History", "TextCache", "mark_restart"]
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
+
+__all__ = ["History", "RunLogHooks", "TextCache", "mark_restart"]
 
 RECENT = 512  # probes kept at full resolution
 OLDER = 512  # at most this many older probes, thinned by a power-of-two stride
@@ -155,3 +161,36 @@ class TextCache:
 
     def clear(self) -> None:
         self._last.clear()
+
+
+class RunLogHooks(Callback):
+    """A base class of :class:`~lightning_probes.monitors.base.Monitor`: every point it logged reaches the disk
+    before a checkpoint is saved (a run killed later loses none of them) and after a crash, and a fit resumed from
+    a checkpoint marks its restart (:func:`mark_restart`) when it starts."""
+
+    _sinks: list[Any]  # the monitor's picture and text sinks (_loggers.py)
+    _resumed = False  # the fit was restored from a checkpoint: mark the restart for TensorBoard
+
+    @override
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._resumed = True  # the fit resumes from a checkpoint: on_train_start marks the restart
+
+    @override
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._flush(trainer)
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._flush(trainer)  # keep every probe point written before the crash
+
+    def _mark_restart(self, trainer: pl.Trainer) -> None:
+        """TensorBoard hides what the killed run logged after the checkpoint the fit resumed from."""
+        if self._resumed:
+            from lightning_probes.monitors._publish import tensorboard_writers
+
+            self._resumed = False
+            mark_restart(tensorboard_writers(trainer), trainer.global_step)
+
+    def _flush(self, trainer: pl.Trainer) -> None:
+        for sink in self._sinks:
+            sink.flush()

@@ -29,7 +29,7 @@ from lightning_probes.measures.concepts import (
     prepare_concepts,
     zero_range,
 )
-from lightning_probes.monitors.base import Monitor, Report
+from lightning_probes.monitors.base import Monitor, ProbeResult
 from lightning_probes.probe_set import Source, capture, probing, resolve_module
 from lightning_probes.tensorboard import heatmap_image, markdown_table
 
@@ -308,7 +308,7 @@ class ConceptMonitor(Monitor):
 
     # ------------------------------------------------------------------ the probe
     @override
-    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Report:
+    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> ProbeResult:
         assert self.probe_set is not None
         chunks = []
         # every rank explains the whole probe set: formulas need all samples at once, and ranks then agree
@@ -411,7 +411,7 @@ class ConceptMonitor(Monitor):
         return label_masking_score(unit_acts[rows], torch.cat(after), r.low, r.high)
 
     def _report(self, explained: dict[int, list[RangeExplanation]], inactive: list[int],
-                extra: dict[str, dict[str, float]] | None = None) -> Report:
+                extra: dict[str, dict[str, float]] | None = None) -> ProbeResult:
         extra = extra or {}
         if self.untrained_step is None:  # the first probe is the unspecialised baseline
             self.untrained = {f"{u}/{r.range_index + 1}": (r.name, r.metrics.iou) for u, rs in explained.items()
@@ -449,7 +449,7 @@ class ConceptMonitor(Monitor):
         if inactive:
             self.warn_once("inactive", f"units {inactive} of {self.layer!r} never activate on the probe set at step "
                                        f"{self.step}; they are reported, not explained.")
-        report = Report(scalars=scalars)
+        report = ProbeResult(scalars=scalars)
         report.texts["explanations"] = self._table_text(explained, inactive, fallbacks, extra)
         if self.render_images and len(summary.full_units):
             ious, units = summary.ious, summary.full_units

@@ -24,7 +24,7 @@ from lightning_probes.measures.condensation import (
     condensation_stats,
     orientation_amplitude,
 )
-from lightning_probes.monitors.base import Monitor, Report
+from lightning_probes.monitors.base import Monitor, ProbeResult
 from lightning_probes.probe_set import module_names, resolve_module
 from lightning_probes.tensorboard import drawing, heatmap_image, markdown_table, scatter_image
 from lightning_probes.schedules import Schedule
@@ -272,8 +272,8 @@ class CondensationMonitor(Monitor):
 
     # ------------------------------------------------------------------ the probe
     @override
-    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Report:
-        report = Report()
+    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> ProbeResult:
+        report = ProbeResult()
         for name in self.layers:
             weight, bias = neuron_weights(self._layer(pl_module, name), trainer)  # (m, d), (m,): whole, never a shard
             if not bool(torch.isfinite(weight).all()) or (bias is not None and not bool(torch.isfinite(bias).all())):
@@ -323,7 +323,7 @@ class CondensationMonitor(Monitor):
         return None
 
     @drawing()
-    def _orientation_picture(self, report: Report, trainer: pl.Trainer, pl_module: nn.Module, name: str,
+    def _orientation_picture(self, report: ProbeResult, trainer: pl.Trainer, pl_module: nn.Module, name: str,
                              weight: Tensor, bias: Tensor | None) -> None:
         """Orientation angle of each neuron against its amplitude |a_k|·‖(w_k, b_k)‖ (a 1-D input)."""
         outgoing = self._outgoing(trainer, pl_module, name)
@@ -347,7 +347,7 @@ class CondensationMonitor(Monitor):
         return None
 
     @drawing()  # so a time budget knows what pictures cost apart from the measurement
-    def _pictures(self, report: Report, name: str, stats: CondensationStats) -> None:
+    def _pictures(self, report: ProbeResult, name: str, stats: CondensationStats) -> None:
         order = stats.order
         analysed = len(stats.neuron_indices)
         sampled = f", {analysed} of {stats.n_neurons} neurons" if stats.sampled else ""

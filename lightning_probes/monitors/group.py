@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
+from lightning_probes.monitors import _attached
 from lightning_probes.monitors.base import Monitor
 
 __all__ = ["MonitorGroup", "assign_names", "attached_monitors", "cost_lines"]
@@ -42,6 +43,8 @@ class MonitorGroup(Callback, Sequence[Monitor]):
         >>> [m.name for m in group], len(group)
         (['spectrum', 'condensation'], 2)
     """
+
+    _lp_holds_monitors = True  # the monitors see the group's members as attached (_attached.py)
 
     def __init__(self, monitors: Iterable[Monitor]) -> None:
         self.monitors = list(monitors)
@@ -123,13 +126,7 @@ for _hook in _HOOKS:
 
 def attached_monitors(trainer: pl.Trainer) -> list[Monitor]:
     """Every monitor attached to ``trainer``, those inside a :class:`MonitorGroup` included, in callback order."""
-    found: list[Monitor] = []
-    for callback in trainer.callbacks:
-        if isinstance(callback, Monitor):
-            found.append(callback)
-        elif isinstance(callback, MonitorGroup):
-            found.extend(callback.monitors)
-    return found
+    return _attached.attached_monitors(trainer, Monitor)
 
 
 def cost_lines(monitors: Iterable[Monitor], log_dir: str | None = None) -> str:
@@ -148,48 +145,11 @@ def cost_lines(monitors: Iterable[Monitor], log_dir: str | None = None) -> str:
 
 
 def assign_names(trainer: pl.Trainer) -> None:
-    """Give the attached monitors distinct names, and refuse two that would write the same tags.
-
-    A monitor without ``name=`` is named after its class (``spectrum``). When two or more attached monitors of one
-    class have no ``name=``, each is named ``<class name>_<what tells it apart>``: the values of the arguments in its
-    ``state_key_fields`` that differ among them (``spectrum_head_a`` / ``spectrum_head_b`` for two heads), or its
-    position among them (``spectrum_1``, ``spectrum_2``) when none differ. A single monitor keeps today's tags.
+    """Give the attached monitors distinct names, and refuse two that would write the same tags (see
+    :func:`lightning_probes.monitors._attached.assign_names`, which the monitors call at setup).
 
     Raises:
         ValueError: two attached monitors (grouped or not) have the same name, so would write the same
             ``probes/<name>/...`` tags; the message names both.
     """
-    monitors = attached_monitors(trainer)
-    unnamed: dict[str, list[Monitor]] = {}
-    for monitor in monitors:
-        if monitor._explicit_name is None:
-            unnamed.setdefault(type(monitor).name, []).append(monitor)
-    for default, same in unnamed.items():
-        if len(same) == 1:
-            same[0].name = default
-            continue
-        fields = [m.state_key_fields() for m in same]
-        differing = [k for k in fields[0] if any(f.get(k) != fields[0][k] for f in fields)]
-        for i, (monitor, f) in enumerate(zip(same, fields), 1):
-            suffix = "_".join(_slug(f[k]) for k in differing) if differing else str(i)
-            monitor.name = f"{default}_{suffix}"
-    seen: dict[str, Monitor] = {}
-    for monitor in monitors:
-        other = seen.setdefault(monitor.name, monitor)
-        if other is not monitor:
-            raise ValueError(
-                f"two attached monitors would write the same tags probes/{monitor.name}/...: {other!r} and "
-                f"{monitor!r} (one would overwrite the other's points at every step both probe). Give them "
-                "different name= arguments."
-            )
-
-
-def _slug(value: Any) -> str:
-    """A value as a tag-safe name part: ``"head.a"`` -> ``head.a``, ``("l1", "l2")`` -> ``l1-l2``."""
-    import re
-
-    if isinstance(value, (list, tuple)):
-        text = "-".join(map(str, value))
-    else:
-        text = str(value)
-    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", text).strip("-") or "x"
+    _attached.assign_names(attached_monitors(trainer))

@@ -28,7 +28,7 @@ from lightning_probes.measures.interaction_basis import (
     path_quadrature,
 )
 from lightning_probes.batches import logits_of
-from lightning_probes.monitors.base import Monitor, Report
+from lightning_probes.monitors.base import Monitor, ProbeResult
 from lightning_probes.probe_set import capture, probing, resolve_module
 from lightning_probes.tensorboard import drawing, heatmap_image, line_image, markdown_table
 from lightning_probes.weights import check_strategy, full_parameters
@@ -235,7 +235,7 @@ class InteractionBasisMonitor(Monitor):
 
     # ------------------------------------------------------------------ the probe
     @override
-    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Report:
+    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> ProbeResult:
         assert self._sections is not None and self.probe_set is not None
         acts, targets = self._node_activations(pl_module)
         with warnings.catch_warnings(record=True) as caught:
@@ -253,7 +253,7 @@ class InteractionBasisMonitor(Monitor):
             else:  # anything else goes out as it came
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         self.last_graph = graph
-        report = Report(scalars=layer_scalars(graph, self.layers))
+        report = ProbeResult(scalars=layer_scalars(graph, self.layers))
         if self.render_images:
             self._pictures(report, graph, acts, targets)
         report.texts["summary"] = self._table(report.scalars)
@@ -280,7 +280,7 @@ class InteractionBasisMonitor(Monitor):
         return _token_flattened(self.layers, acts, torch.cat(targets) if targets else None)
 
     @drawing()  # so a time budget knows what pictures cost apart from the measurement
-    def _pictures(self, report: Report, graph: InteractionGraph, acts: list[Tensor], targets: Tensor | None) -> None:
+    def _pictures(self, report: ProbeResult, graph: InteractionGraph, acts: list[Tensor], targets: Tensor | None) -> None:
         series = {}
         floor = max(self.truncation / 1e3, 1e-12)  # the axis ends there: eigenvalues far below the cut say nothing
         for layer, basis in zip(self.layers, graph.bases.lib):

@@ -33,7 +33,7 @@ from lightning_probes.measures.interactions import (
 )
 from lightning_probes.measures.linear_probes import LinearProbe, fit_linear_probe
 from lightning_probes.monitors._checks import check_class_labels
-from lightning_probes.monitors.base import Monitor, Report
+from lightning_probes.monitors.base import Monitor, ProbeResult
 from lightning_probes.batches import get_path, index, set_path
 from lightning_probes.probe_set import capture, probing, resolve_module
 from lightning_probes.monitors.trial import explained
@@ -332,7 +332,7 @@ class InteractionMonitor(Monitor):
 
     # ------------------------------------------------------------------ the measurement
     @override
-    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Report:
+    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> ProbeResult:
         probe = self.probe_set
         device = pl_module.device
         inputs_all = probe.batch(device=device)
@@ -347,7 +347,7 @@ class InteractionMonitor(Monitor):
         stacked = torch.cat(list(games.values()))  # (S·B, 2^n): one batched decomposition
         result = sparse_and_or(stacked, self.kappa, max_iter=self.solver_iterations, tol=self.solver_tol)
         per_source = _split(result, list(games), count, self.tau)
-        report = Report(scalars={**self._scalars(per_source, layer_probes), **_solver_scalars(result)})
+        report = ProbeResult(scalars={**self._scalars(per_source, layer_probes), **_solver_scalars(result)})
         if self.render_images:
             self._pictures(report, per_source)
         return report
@@ -467,7 +467,7 @@ class InteractionMonitor(Monitor):
 
     # ------------------------------------------------------------------ pictures and text
     @drawing()  # so a time budget knows what pictures cost apart from the measurement
-    def _pictures(self, report: Report, per_source: dict[str, dict[str, Tensor]]) -> None:
+    def _pictures(self, report: ProbeResult, per_source: dict[str, dict[str, Tensor]]) -> None:
         n = self.players.n
         curves = {}
         for source, parts in per_source.items():

@@ -25,7 +25,7 @@ from lightning_probes.measures.spectrum import (
     truncated_decisions,
 )
 from lightning_probes.monitors._checks import check_class_labels, check_regression_targets
-from lightning_probes.monitors.base import Monitor, Report
+from lightning_probes.monitors.base import Monitor, ProbeResult
 from lightning_probes.probe_set import capture, module_names, resolve_module
 from lightning_probes.tensorboard import drawing, line_image, markdown_table
 
@@ -242,7 +242,7 @@ class FeatureSpectrumMonitor(Monitor):
             if classification and self.decisions else None
 
     @override
-    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Report:
+    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> ProbeResult:
         assert self._stats is not None and self.probe_set is not None
         head = self._head(pl_module)
         weight, bias = head.weight.detach(), _bias(head)
@@ -293,7 +293,7 @@ class FeatureSpectrumMonitor(Monitor):
         if since is not None:
             scalars["regime_stable_since"] = float(since)
         # the table goes out only when a row was added: rewriting it on every probe grows the event file without bound
-        report = Report(scalars=scalars, texts={"regime_history": self._regime_table()} if changed else {})
+        report = ProbeResult(scalars=scalars, texts={"regime_history": self._regime_table()} if changed else {})
         if self.render_images:
             self._pictures(report, summary)
         return report
@@ -357,7 +357,7 @@ class FeatureSpectrumMonitor(Monitor):
         self.regime_rows = [tuple(r) for r in rows] if rows is not None else self._rows_from_history()
 
     @drawing()  # so a time budget knows what pictures cost apart from the measurement
-    def _pictures(self, report: Report, summary: SpectrumSummary) -> None:
+    def _pictures(self, report: ProbeResult, summary: SpectrumSummary) -> None:
         spec = summary.spectrum
         lam = spec.nonzero.cpu()
         k = torch.arange(1, len(lam) + 1)

@@ -3,20 +3,21 @@
 A monitor that cannot run on the model (its output has no logits, a layer returns a tuple, players do not fit the
 inputs, ...) would otherwise fail every probe behind one warning and the run would "succeed" with no probe. The
 trial runs :meth:`Monitor.measure` on a small view of the probe set, in probing mode (eval, no_grad, a forked RNG),
-outside the training clock; its report is checked and thrown away and the monitor's state is put back, so nothing
+outside the training clock; its result is checked and thrown away and the monitor's state is put back, so nothing
 is logged, counted or kept. Under DDP all ranks agree on a failure, and every rank raises it.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lightning_probes.precision import probe_precision
-from lightning_probes.probe_set import probing
+from lightning_probes.monitors._agreement import agree_on_failure
+from lightning_probes.monitors._publish import measured
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -29,9 +30,17 @@ TRIAL_SAMPLES = 16  # probe samples of the trial (or the monitor's minimum, if l
 
 
 def trial_probe(monitor: Monitor, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-    """Run ``monitor``'s probe once on a few probe samples; raise its error (with what failed) if it fails."""
-    from lightning_probes.monitors.base import _FAILED_ELSEWHERE, _check_scalars, _ranks_agreed
+    """Run ``monitor``'s probe once on a few probe samples; raise its error (with what failed) if it fails. Its time
+    is no training time: it leaves the fit's shared training clock."""
+    started = time.perf_counter()
+    try:
+        _trial(monitor, trainer, pl_module)
+    finally:
+        if monitor._training is not None:
+            monitor._training.exclude(time.perf_counter() - started)
 
+
+def _trial(monitor: Monitor, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
     saved = dict(monitor.__dict__)
     warned = set(monitor._warned)
     state = copy.deepcopy(monitor.state_dict())
@@ -48,11 +57,9 @@ def trial_probe(monitor: Monitor, trainer: pl.Trainer, pl_module: pl.LightningMo
         monitor.render_images = False  # pictures are drawn from the figures the trial checks; not worth their cost
         monitor.step = trainer.global_step
         # in the training precision, like every probe: a trial in float32 would miss a bf16-only failure
-        with warnings.catch_warnings(record=True), probing(pl_module, grad=monitor.needs_grad), \
-                probe_precision(trainer):
+        with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
-            report = monitor.measure(trainer, pl_module)
-        _check_scalars(report)
+            measured(monitor, trainer, pl_module, status=False)
     except Exception as err:
         error = err
     finally:
@@ -61,9 +68,7 @@ def trial_probe(monitor: Monitor, trainer: pl.Trainer, pl_module: pl.LightningMo
         monitor._warned.clear()
         monitor._warned.update(warned)
         monitor.load_state_dict(state)
-    if trainer.world_size > 1 and not _ranks_agreed(error) \
-            and trainer.strategy.reduce_boolean_decision(error is not None, all=False):
-        error = error or RuntimeError(_FAILED_ELSEWHERE)
+    error = agree_on_failure(trainer, error)  # under DDP all ranks agree, and every rank raises
     if error is not None:
         raise explained(error, type(monitor).__name__)
 
