@@ -49,7 +49,7 @@ accumulated in float64 and every eigen-problem runs in float64.
 Symbols: N samples; p_l the width of node layer l (flattened); k_l the number of directions kept.
 
 One concept a module: :mod:`.jacobians` (bias folding, the sections' Jacobians and their checks), :mod:`.bases`
-(whitened PCA, the output basis, the LIB backward pass) and :mod:`.graph` (edges, sparsity figures, node ablation).
+(whitened PCA, the output basis, the LIB backward pass) and :mod:`.graph` (edges, sparsity figures, node ablation); :mod:`.sections` finds a model's sections.
 Every name is re-exported here, so ``from lightning_probes.measures.interaction_basis import ...`` works as before.
 """
 
@@ -83,13 +83,16 @@ from lightning_probes.measures.interaction_basis.jacobians import (
     lib_jacobians,
     path_quadrature,
 )
+from lightning_probes.measures.interaction_basis.sections import SUPPORTED, ModelSections, find_sections
 
 __all__ = [
+    "SUPPORTED",
     "Basis",
     "FinalBasis",
     "Gradients",
     "InteractionBasis",
     "InteractionGraph",
+    "ModelSections",
     "Section",
     "WhitenedPCA",
     "ablation_curve",
@@ -99,6 +102,7 @@ __all__ = [
     "data_edges",
     "edge_matrix",
     "edges_for_mass",
+    "find_sections",
     "interaction_basis",
     "interaction_edges",
     "interaction_graph",
