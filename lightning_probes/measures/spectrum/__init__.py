@@ -58,7 +58,13 @@ from lightning_probes.measures.spectrum.power import (
     function_rank,
     learned_function_alignment,
 )
-from lightning_probes.measures.spectrum.summary import SpectrumSummary, summarise
+from lightning_probes.measures.spectrum.summary import (
+    EIGENSOLVERS,
+    TOPK_FROM,
+    SpectrumSummary,
+    check_eigensolver,
+    summarise,
+)
 from lightning_probes.measures.spectrum.topk import (
     DIRECT_BELOW,
     LeadingSpectrum,
@@ -68,6 +74,7 @@ from lightning_probes.measures.spectrum.topk import (
 
 __all__ = [
     "DIRECT_BELOW",
+    "EIGENSOLVERS",
     "OPERATORS",
     "REGIME_BELOW",
     "REGIME_EF",
@@ -82,6 +89,8 @@ __all__ = [
     "OperatorMoments",
     "Spectrum",
     "SpectrumSummary",
+    "TOPK_FROM",
+    "check_eigensolver",
     "check_operator",
     "cumulative_learned_power",
     "cumulative_target_power",

@@ -79,11 +79,23 @@ def truncated_decisions(
 
 
 
-def decision_features(kept_share: Tensor, rank: int, threshold: float = 0.99) -> int:
+def decision_features(kept_share: Tensor, rank: int, threshold: float = 0.99, complete: bool = True) -> int | None:
     """n_features_decisions: the fewest k whose truncated f keeps ``threshold`` of the argmax decisions (≤ r).
+
+    Args:
+        kept_share: (≥ r,) share of kept decisions for k = 1, 2, ...
+        rank: r, the eigenfunctions counted.
+        threshold: the share to keep.
+        complete: the r eigenfunctions are all there are (False from the top-k eigensolver): when none of them
+            reaches the share, the answer lies beyond them and None is returned (the full solve knows it).
 
     Example:
         >>> decision_features(torch.tensor([0.5, 0.995, 1.0, 0.0]), rank=3)
         2
+        >>> decision_features(torch.tensor([0.5, 0.9]), rank=2, complete=False) is None
+        True
     """
-    return features_needed(kept_share[:rank], threshold)
+    share = kept_share[:rank]
+    if not complete and not bool((share >= threshold - 1e-12).any()):
+        return None
+    return features_needed(share, threshold)

@@ -19,14 +19,18 @@ class Spectrum:
     """Eigen-decomposition of the feature second-moment Σ, split at the numerical rank r.
 
     Attributes:
-        eigenvalues: (p,) all eigenvalues λ_1 ≥ … ≥ λ_p (clamped at 0).
-        eigenvectors: (p, r) the unit eigenvectors u_i with λ_i above the tolerance.
+        eigenvalues: (p,) all eigenvalues λ_1 ≥ … ≥ λ_p (clamped at 0); from the top-k eigensolver, the leading k
+            non-zero ones only.
+        eigenvectors: (p, r) the unit eigenvectors u_i with λ_i above the tolerance (top-k: (p, k)).
         tolerance: eigenvalues at or below it count as zero.
+        complete: every eigenvalue above the tolerance is here, so ``rank`` is the numerical rank (False only from
+            the top-k eigensolver, whose ``rank`` is then k, a lower bound).
     """
 
     eigenvalues: Tensor  # (p,)
     eigenvectors: Tensor  # (p, r)
     tolerance: float
+    complete: bool = True
 
     @property
     def rank(self) -> int:

@@ -36,8 +36,23 @@ from lightning_probes.measures.spectrum.power import (
     function_rank,
     learned_function_alignment,
 )
+from lightning_probes.measures.spectrum.topk import leading_spectrum
 
 _F64 = torch.float64
+
+EIGENSOLVERS = ("auto", "full", "topk")
+TOPK_FROM = 1024
+"""``eigensolver="auto"`` takes the top-k route from this many features (q, the operator's size) on: measured with
+``benchmarks/spectrum_scale.py`` (one thread), the top-k route is faster than the full eigh from p ≈ 512 when the
+head is carried by ~10 eigenfunctions, but a head spread over ~p/4 of them pays a Krylov attempt and then the full
+solve below ~1024 (README, performance)."""
+
+
+def check_eigensolver(eigensolver: str) -> str:
+    """The eigensolver name, or a ValueError that names the choices."""
+    if eigensolver not in EIGENSOLVERS:
+        raise ValueError(f"eigensolver must be one of {', '.join(map(repr, EIGENSOLVERS))}, got {eigensolver!r}.")
+    return eigensolver
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,8 @@ class SpectrumSummary:
     centre: Tensor | None = None  # (p,) μ subtracted from the features (centred operator)
     n_features_decisions: int | None = None  # set by the caller from :class:`DecisionAgreement`
     undefined_reason: str = ""
+    eigensolver: str = "full"  # the route that gave the figures: "full" or "topk" (see summarise)
+    fallback_reason: str = ""  # why the top-k route fell back to the full eigh ("" when it did not, or was not used)
 
     @property
     def defined(self) -> bool:
@@ -93,7 +110,8 @@ class SpectrumSummary:
             "target_power_at_C": pick(self.target_power),
             "learned_power_at_C": pick(self.learned_power) if self.defined else float("nan"),
             "top_eigenvalue": float(self.spectrum.eigenvalues[0]) if self.spectrum.eigenvalues.numel() else 0.0,
-            "rank": float(self.spectrum.rank),
+            # the numerical rank is known only when every non-zero eigenvalue was found (not so from the top-k route)
+            "rank": float(self.spectrum.rank) if self.spectrum.complete else float("nan"),
             "function_rank": float(self.function_rank),
         }
         if self.n_features_decisions is not None:
@@ -110,6 +128,7 @@ def summarise(
     gap: float | None = None,
     operator: str = "centred",
     function_tolerance: float = 1e-6,
+    eigensolver: str = "full",
 ) -> SpectrumSummary:
     """Diagonalise the operator from the statistics and compute powers, n_f, the gap and the regime.
 
@@ -124,6 +143,11 @@ def summarise(
             see :data:`OPERATORS`.
         function_tolerance: relative eigenvalue level of E[f fᵀ] below which an output direction counts as unused
             (:func:`function_rank`).
+        eigensolver: ``"full"`` (float64 ``eigh`` of Σ, the default), ``"topk"`` (the leading eigenpairs by block
+            Krylov, :func:`~lightning_probes.measures.spectrum.topk.leading_spectrum`: n_features, n_features_99,
+            the powers at C, the gap and the regime equal the full solve's whenever the pairs found reach
+            n_features_99, which the route makes sure of or falls back to the full solve, saying why in
+            ``fallback_reason``) or ``"auto"`` (top-k from q = :data:`TOPK_FROM` features, where it pays).
 
     Example:
         >>> phi = torch.eye(4).repeat(5, 1)          # 20 samples, 4 orthogonal class prototypes
@@ -157,20 +181,34 @@ def summarise(
         raise FloatingPointError(
             f"features hold NaN or Inf in {int(stats.nonfinite)} of {int(n)} probe samples; probe skipped."
         )
+    check_eigensolver(eigensolver)
     moments = operator_moments(stats, weight, bias, operator)
     size = max(int(n), len(moments.sigma))
-    spec = diagonalise(moments.sigma, stats.feature_eps, size=size)
     c = weight.shape[0]
     classification = stats.class_counts is not None
     threshold = c - 1 if operator == "centred" and classification else c
     needed = c - 1 if classification else c
-    target = cumulative_target_power(spec, moments.cross, moments.target_sq) if moments.target_sq > 0 \
-        and spec.rank else torch.full((spec.rank,), float("nan"), dtype=_F64)
-    learned = cumulative_learned_power(spec, moments.weight, moments.bias, moments.mean, moments.sigma) \
-        if spec.rank else torch.zeros(0, dtype=_F64)
+    route = "topk" if eigensolver == "topk" or (eigensolver == "auto" and len(moments.sigma) >= TOPK_FROM) else "full"
+    fallback = ""
+    if route == "full":
+        spec = diagonalise(moments.sigma, stats.feature_eps, size=size)
+        target = cumulative_target_power(spec, moments.cross, moments.target_sq) if moments.target_sq > 0 \
+            and spec.rank else torch.full((spec.rank,), float("nan"), dtype=_F64)
+        learned = cumulative_learned_power(spec, moments.weight, moments.bias, moments.mean, moments.sigma) \
+            if spec.rank else torch.zeros(0, dtype=_F64)
+        gap_c = spectral_gap(spec.eigenvalues, threshold, spec.tolerance)
+        ratio = participation_ratio(spec.eigenvalues)
+    else:  # the same figures from the leading pairs and the traces (tested equal to the full route to 1e-9)
+        mean = moments.mean if moments.bias is not None else None  # without a bias, E[Φ] does not enter
+        lead = leading_spectrum(moments.sigma, moments.weight, moments.bias, mean, moments.cross,
+                                moments.target_sq, threshold=power_threshold, gap_index=threshold,
+                                regime_threshold=threshold, min_gap=gap, feature_eps=stats.feature_eps, size=size,
+                                direct_below=0)
+        spec = Spectrum(lead.eigenvalues, lead.eigenvectors, lead.tolerance, complete=lead.complete)
+        target, learned, gap_c, ratio = lead.target_power, lead.learned_power, lead.gap, lead.participation_ratio
+        fallback = lead.reason if lead.fallback else ""
     align = learned_function_alignment(spec, moments.weight, moments.bias, moments.mean)  # (r, C)
     f_rank = function_rank(function_covariance(stats, weight), function_tolerance)
-    gap_c = spectral_gap(spec.eigenvalues, threshold, spec.tolerance)
     why = _undefined_reason(stats, spec, learned)
     if why:
         n_f = n_99 = regime = None
@@ -188,9 +226,9 @@ def summarise(
         offset = w @ moments.centre + (b if b is not None else 0.0)  # E f
     return SpectrumSummary(
         spectrum=spec, target_power=target, learned_power=learned, n_features=n_f, n_features_99=n_99,
-        participation_ratio=participation_ratio(spec.eigenvalues), gap_at_C=gap_c, regime=regime, num_outputs=c,
-        operator=operator, regime_threshold=threshold, function_rank=f_rank, directions_needed=needed, alignment=align, offset=offset,
-        centre=moments.centre, undefined_reason=why,
+        participation_ratio=ratio, gap_at_C=gap_c, regime=regime, num_outputs=c, operator=operator,
+        regime_threshold=threshold, function_rank=f_rank, directions_needed=needed, alignment=align, offset=offset,
+        centre=moments.centre, undefined_reason=why, eigensolver=route, fallback_reason=fallback,
     )
 
 
