@@ -26,7 +26,7 @@ import time
 import torch
 
 from lightning_probes.measures.spectrum import cumulative_learned_power, diagonalise, features_needed
-from lightning_probes.measures.spectrum_topk import leading_spectrum
+from lightning_probes.measures.spectrum import leading_spectrum
 
 F64 = torch.float64
 

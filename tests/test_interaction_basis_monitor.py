@@ -9,9 +9,9 @@ from helpers import fit_digits, read_events
 from torch import nn
 
 from lightning_probes.datasets import load_digits_tensors
-from lightning_probes.measures.interaction_basis import edges_for_mass, interaction_graph
+from lightning_probes.measures.interaction_basis import edges_for_mass, find_sections, interaction_graph
 from lightning_probes.models import MLPClassifier
-from lightning_probes.monitors.interaction_basis import InteractionBasisMonitor, find_sections
+from lightning_probes.monitors.interaction_basis import InteractionBasisMonitor
 from lightning_probes.schedules import every
 
 LAYERS = ["features.0", "features.2", "classifier"]
@@ -101,13 +101,15 @@ def test_logged_figures_equal_the_measure_run_by_hand(tmp_path):
 
 def test_find_sections_of_the_mlp_are_the_module_runs_between_node_points():
     model = small_model().eval()
-    sections = find_sections(model, LAYERS, torch.zeros(2, 64))
+    sections = find_sections(model, LAYERS, torch.zeros(2, 64)).sections
     f = model.features
     assert [list(s) if isinstance(s, nn.Sequential) else [s] for s in sections] == [
         [f[0], f[1]], [f[2], f[3]], [model.classifier]]
-    skip = find_sections(model, ["features.0", "classifier"], torch.zeros(2, 64))  # node points may skip modules
+    # node points may skip modules
+    skip = find_sections(model, ["features.0", "classifier"], torch.zeros(2, 64)).sections
     assert list(skip[0]) == [f[0], f[1], f[2], f[3]]
-    whole = find_sections(model, ["features"], torch.zeros(2, 64))  # a Sequential's input is its first step's
+    # a Sequential's input is its first step's
+    whole = find_sections(model, ["features"], torch.zeros(2, 64)).sections
     assert list(whole[0]) == [f[0], f[1], f[2], f[3], model.classifier]
 
 

@@ -1,7 +1,7 @@
-"""Top-k spectrum route (measures/spectrum_topk.py): equal to the full float64 eigh to 1e-9, and float32 moments.
+"""Top-k spectrum route (measures/spectrum/topk.py): equal to the full float64 eigh to 1e-9, and float32 moments.
 
 Every Krylov-route test forces the route with ``direct_below=0`` (the default sends p < 512 to the full eigh) and
-compares with the direct formulas of measures/spectrum.py on the full spectrum: eigenvalues (relative to λ_1), Π̂(k)
+compares with the direct formulas of measures/spectrum/ on the full spectrum: eigenvalues (relative to λ_1), Π̂(k)
 and Π*(k) for every k the route returns, n_features at 0.95 and 0.99, the gap, the participation ratio, the regime.
 """
 
@@ -18,7 +18,7 @@ from lightning_probes.measures.spectrum import (
     participation_ratio,
     spectral_gap,
 )
-from lightning_probes.measures.spectrum_topk import (
+from lightning_probes.measures.spectrum import (
     DIRECT_BELOW,
     MomentAccumulator,
     leading_eigenpairs,

@@ -1,15 +1,16 @@
 """InteractionBasisMonitor: the Local Interaction Basis of each layer and how sparse its interactions are.
 
 Bushnaq et al. 2024, "The Local Interaction Basis" (arXiv 2405.10928); the bases and edges are computed in
-:mod:`lightning_probes.measures.interaction_basis`. This file only finds the sections of the model between the
-node points, collects the node activations and publishes the figures.
+:mod:`lightning_probes.measures.interaction_basis`, which also finds the sections of the model between the node
+points (:func:`~lightning_probes.measures.interaction_basis.find_sections`). This file only collects the node
+activations and publishes the figures.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -24,10 +25,10 @@ from lightning_probes.measures.interaction_basis import (
     constant_edge_share,
     data_edges,
     edges_for_mass,
+    find_sections,
     interaction_graph,
     path_quadrature,
 )
-from lightning_probes.batches import logits_of
 from lightning_probes.monitors.base import Monitor, ProbeResult
 from lightning_probes.probe_set import capture, probing, resolve_module
 from lightning_probes.tensorboard import drawing, heatmap_image, line_image, markdown_table
@@ -36,13 +37,6 @@ from lightning_probes.weights import check_strategy, full_parameters
 __all__ = ["InteractionBasisMonitor"]
 
 SectionSpec = nn.Module | str | Sequence[str]
-SUPPORTED = (
-    "supported models: the computation from each node point to the next is a chain of modules — children of "
-    "nn.Sequential containers or of the model itself, each feeding its output straight into the next (e.g. "
-    "MLPClassifier's 'features.0', 'features.2', 'classifier') — or pass sections=[...]: one module (or module "
-    "names run in order) per layer, mapping that layer's input to the next layer's input (the last one to the "
-    "output)"
-)
 
 
 class InteractionBasisMonitor(Monitor):
@@ -223,7 +217,7 @@ class InteractionBasisMonitor(Monitor):
         else:
             x, _ = self.probe_set.split(self.probe_set.batch(slice(0, 2), pl_module.device))
             with probing(pl_module):
-                self._sections = find_sections(pl_module, self.layers, x, self.probe_set.forward)
+                self._sections = find_sections(pl_module, self.layers, x, self.probe_set.logits).sections
 
     @staticmethod
     def _section_from_spec(pl_module: nn.Module, spec: SectionSpec) -> nn.Module:
@@ -398,90 +392,3 @@ def _side_by_side(images: list[np.ndarray]) -> np.ndarray:
     height = max(img.shape[0] for img in images)
     padded = [np.pad(img, ((0, height - img.shape[0]), (0, 0), (0, 0)), constant_values=255) for img in images]
     return np.concatenate(padded, axis=1)
-
-
-def _chain_candidates(model: nn.Module) -> dict[str, nn.Module]:
-    """The model's children, with nn.Sequential containers opened up (recursively): the possible chain steps."""
-    steps: dict[str, nn.Module] = {}
-
-    def walk(prefix: str, module: nn.Module) -> None:
-        for name, child in module.named_children():
-            full = prefix + name
-            if isinstance(child, nn.Sequential):
-                walk(full + ".", child)
-            else:
-                steps[full] = child
-
-    walk("", model)
-    return steps
-
-
-def find_sections(
-    model: nn.Module, layers: Sequence[str], x: Any, forward: Callable[[nn.Module, Any], Any] | None = None
-) -> list[nn.Module]:
-    """The sections between consecutive node points (inputs of ``layers``) and the output, found by running ``x``.
-
-    One forward pass records the order in which the chain candidates (children, with ``nn.Sequential`` opened)
-    are called and checks that each feeds its output straight into the next and the last one makes the model's
-    output; ``sections[i]`` is then the run of modules from ``layers[i]`` to just before ``layers[i+1]``.
-
-    Raises:
-        ValueError: a layer is not a chain step, layers are out of forward order, or the chain is broken (a
-            residual connection, a functional op between modules, an output that is not the last module's).
-    """
-    candidates = _chain_candidates(model)
-    calls: list[tuple[str, Tensor | None, Any]] = []
-    handles = []
-
-    def hook(module: nn.Module, args: tuple, output: Any, name: str) -> None:
-        calls.append((name, args[0] if args and isinstance(args[0], Tensor) else None, output))
-
-    for name, module in candidates.items():
-        handles.append(module.register_forward_hook(lambda m, a, o, n=name: hook(m, a, o, n)))
-    try:
-        with torch.no_grad():
-            output = model(x) if forward is None else logits_of(forward(model, x))
-    finally:
-        for h in handles:
-            h.remove()
-    order = [name for name, _, _ in calls]
-    if len(set(order)) != len(order):
-        twice = sorted({n for n in order if order.count(n) > 1})
-        raise ValueError(f"modules {twice} are called more than once per forward pass, so the model is not a "
-                         f"chain of modules; {SUPPORTED}.")
-
-    def first_step(layer: str) -> int:
-        for i, name in enumerate(order):
-            if name == layer or name.startswith(layer + "."):
-                return i
-        inside = [n for n in candidates if layer.startswith(n + ".")]
-        where = (f"it is inside {inside[0]!r} ({type(candidates[inside[0]]).__name__}), whose forward cannot be "
-                 "split" if inside else "it is not called in the forward pass")
-        raise ValueError(f"layer {layer!r} is not a step of the model's module chain: {where}. Chain steps, in "
-                         f"call order: {', '.join(map(repr, order))}; {SUPPORTED}.")
-
-    starts = [first_step(layer) for layer in layers]
-    for (a, i), (b, j) in zip(zip(layers, starts), zip(layers[1:], starts[1:])):
-        if j <= i:
-            raise ValueError(f"layers must be consecutive node points in forward order: {b!r} runs before (or with) "
-                             f"{a!r}. Forward order of the chain: {', '.join(map(repr, order))}.")
-    for k in range(starts[0], len(calls) - 1):
-        name, _, out = calls[k]
-        nxt, nxt_in, _ = calls[k + 1]
-        if not _same(out, nxt_in):
-            raise ValueError(f"the output of {name!r} is not the input of {nxt!r} (something happens between them "
-                             f"in forward: a residual connection, a functional op, a reshape), so the node points "
-                             f"are not joined by a chain of modules; {SUPPORTED}.")
-    if not _same(calls[-1][2], output):
-        raise ValueError(f"the model's output is not the output of its last module {calls[-1][0]!r}; {SUPPORTED}.")
-    modules = [candidates[name] for name in order]
-    bounds = [*starts, len(order)]
-    return [_as_section(modules[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def _same(a: Any, b: Any) -> bool:
-    return isinstance(a, Tensor) and isinstance(b, Tensor) and (a is b or (a.shape == b.shape and torch.equal(a, b)))
-
-
-def _as_section(modules: list[nn.Module]) -> nn.Module:
-    return modules[0] if len(modules) == 1 else nn.Sequential(*modules)

@@ -18,6 +18,7 @@ from lightning_probes.measures.spectrum import (
     FeatureStatistics,
     NearestMeanAgreement,
     SpectrumSummary,
+    check_eigensolver,
     check_operator,
     decision_features,
     neural_collapse,
@@ -77,6 +78,10 @@ class FeatureSpectrumMonitor(Monitor):
             positions): pool them over the token axis (dim 1) before the statistics — ``"mean"`` (all positions),
             ``"first"`` (position 0, a [CLS] token), ``"last"``. None (default): such a head is refused at fit start
             with this advice. Targets stay one per sample.
+        eigensolver: ``"auto"`` (default: the top-k block Krylov route from p = 1024 features, the full float64
+            ``eigh`` below), ``"full"`` or ``"topk"``. The top-k route's n_features, n_features_99, powers at C, gap
+            and regime equal the full solve's (tested to 1e-9); where it cannot make sure of that it falls back to
+            the full solve and says so once (a warning). ``rank`` is logged only when the whole spectrum is known.
         **kwargs: the :class:`~lightning_probes.monitors.base.Monitor` arguments (schedule, probe_data, triggers, ...).
 
     Example:
@@ -100,6 +105,7 @@ class FeatureSpectrumMonitor(Monitor):
         neural_collapse: bool = True,
         nc4_means: Literal["previous", "current"] = "previous",
         pool: Literal["mean", "first", "last"] | None = None,
+        eigensolver: Literal["auto", "full", "topk"] = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -118,6 +124,7 @@ class FeatureSpectrumMonitor(Monitor):
         if gap is not None and (isinstance(gap, bool) or not isinstance(gap, (int, float)) or not gap >= 1):
             raise ValueError(f"gap is a ratio λ_C/λ_(C+1) >= 1, got {gap!r}.")  # `not >=`: NaN is refused too
         check_operator(operator)
+        self.eigensolver = check_eigensolver(eigensolver)
         if center is not None:
             if not isinstance(center, bool):
                 raise ValueError(f"center must be True or False (or left out for operator=...), got {center!r}.")
@@ -269,10 +276,15 @@ class FeatureSpectrumMonitor(Monitor):
 
         self.rank_local(trainer, accumulate)
         value = stats.compute()  # summed over ranks
-        summary = summarise(value, weight, bias, power_threshold=self.power_threshold, gap=self.gap,
-                            operator=self.operator)
+        summary = self._summarise(value, weight, bias, self.eigensolver)
         if self._decisions is not None and summary.defined:
-            summary = self._decision_count(trainer, summary, kept, weight, bias)
+            counted = self._decision_count(trainer, summary, kept, weight, bias)
+            if counted.n_features_decisions is None:  # beyond the leading pairs found: the full solve knows it
+                self.warn_once("eigensolver-decisions", "the decisions need more eigenfunctions than the top-k "
+                               f"eigensolver found at step {self.step}; this probe used the full eigh.")
+                counted = self._decision_count(trainer, self._summarise(value, weight, bias, "full"), kept, weight,
+                                               bias)
+            summary = counted
         kept.clear()
         scalars = summary.scalars()
         if not summary.defined:
@@ -298,6 +310,15 @@ class FeatureSpectrumMonitor(Monitor):
             self._pictures(report, summary)
         return report
 
+    def _summarise(self, value: Any, weight: torch.Tensor, bias: torch.Tensor | None, eigensolver: str
+                   ) -> SpectrumSummary:
+        summary = summarise(value, weight, bias, power_threshold=self.power_threshold, gap=self.gap,
+                            operator=self.operator, eigensolver=eigensolver)
+        if summary.fallback_reason:
+            self.warn_once("eigensolver-fallback", f"the top-k eigensolver fell back to the full eigh at step "
+                           f"{self.step}: {summary.fallback_reason}.")
+        return summary
+
     def _decision_count(
         self, trainer: pl.Trainer, summary: SpectrumSummary, kept: list[torch.Tensor], weight: torch.Tensor,
         bias: torch.Tensor | None,
@@ -306,13 +327,14 @@ class FeatureSpectrumMonitor(Monitor):
         if trainer.world_size == 1:  # one process: stop at the first block of eigenfunctions that reaches the share
             phi = torch.cat(kept) if len(kept) > 1 else kept[0]
             counts = truncated_decisions(phi, weight, bias, summary, stop_at=self.decision_threshold)
-            count = decision_features(counts / len(phi), len(counts), self.decision_threshold)
+            count = decision_features(counts / len(phi), len(counts), self.decision_threshold,
+                                      summary.spectrum.complete)
             return dataclasses.replace(summary, n_features_decisions=count)
         metric = self._decisions
         metric.reset()
         self.rank_local(trainer, lambda: [metric.update(phi, weight, bias, summary) for phi in kept])
         share = metric.compute()  # (p + 1,) synchronised
-        count = decision_features(share, summary.spectrum.rank, self.decision_threshold)
+        count = decision_features(share, summary.spectrum.rank, self.decision_threshold, summary.spectrum.complete)
         return dataclasses.replace(summary, n_features_decisions=count)
 
     def _nearest_mean_pass(

@@ -17,8 +17,9 @@ p small enough that the full solve is cheaper, no convergence within the basis b
 by ``k_cap`` (e.g. the uncentred operator with a large bias, whose Π̂ never reaches 1) — the full ``eigh`` is run and
 the result says so (``fallback``, ``reason``).
 
-Also here: :class:`MomentAccumulator`, float32 accumulation of Σ x xᵀ with a float64 (or compensated float32)
-reduction per batch and a shift, for GPUs whose float64 throughput is 1/32–1/64 of float32.
+The float32 accumulation for GPUs is :class:`~lightning_probes.measures.spectrum.metrics.MomentAccumulator`
+(float32 accumulation of Σ x xᵀ with a float64 (or compensated float32)
+reduction per batch and a shift, for GPUs whose float64 throughput is 1/32–1/64 of float32).
 
 Symbols: p features (q = p + 1 for the augmented operator), C outputs, k the leading eigenpairs found, m the Krylov
 basis size, b its block size.
@@ -31,12 +32,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from lightning_probes.measures.spectrum import diagonalise, features_needed, spectral_gap
+from lightning_probes.measures.spectrum.eigen import diagonalise, spectral_gap
+from lightning_probes.measures.spectrum.power import features_needed
 
 __all__ = [
     "DIRECT_BELOW",
     "LeadingSpectrum",
-    "MomentAccumulator",
     "leading_eigenpairs",
     "leading_spectrum",
 ]
@@ -462,91 +463,3 @@ def _result(
         regime=int(minimal), trace=trace, function_energy=energy, tolerance=tol, complete=complete,
         fallback=fallback, reason=reason, basis_size=basis, max_residual=resid, tie_at_cut=tie,
     )
-
-
-# ------------------------------------------------------------------------------------------------ float32 moments
-class MomentAccumulator:
-    """Σ x xᵀ, Σ x and N over batches, with each batch's product in float32 and the sums kept in float64.
-
-    A GPU runs float32 matmuls at 32–64× its float64 rate; the O(B d²) per-batch product is done in float32 and
-    only the O(d²) reduction is float64 (``accumulator="float64"``), or a float32 Kahan-compensated sum where float64
-    is missing altogether (``"kahan32"``, e.g. Apple MPS). The float32 product's error is relative to the size of
-    its entries, so with a large common mean m the moments keep ~eps32 · m² of error, which the centred covariance
-    S/N − μμᵀ (entries ~σ²) would inherit amplified by m²/σ². ``shift=True`` therefore accumulates the moments of
-    x − c, c the first batch's mean rounded to float32, and undoes the shift exactly in float64 at ``compute``
-    (with d = x − c: Σ x xᵀ = Σ d dᵀ + (Σ d) cᵀ + c (Σ d)ᵀ + N c cᵀ); :meth:`covariance` needs no undoing at all.
-
-    Args:
-        dim: d, the feature dimension.
-        shift: subtract the first batch's mean before the float32 product (recommended; exact to undo).
-        accumulator: ``"float64"`` or ``"kahan32"``.
-        device: where the accumulators live.
-
-    Example:
-        >>> acc = MomentAccumulator(2)
-        >>> acc.update(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
-        >>> acc.compute()[0].tolist(), acc.compute()[1].tolist(), acc.count
-        ([[10.0, 14.0], [14.0, 20.0]], [4.0, 6.0], 2)
-    """
-
-    def __init__(self, dim: int, shift: bool = True, accumulator: str = "float64",
-                 device: torch.device | str | None = None) -> None:
-        if dim < 1:
-            raise ValueError(f"dim must be positive, got {dim}.")
-        if accumulator not in ("float64", "kahan32"):
-            raise ValueError(f"accumulator must be 'float64' or 'kahan32', got {accumulator!r}.")
-        self.dim, self.shift, self.accumulator = dim, shift, accumulator
-        dtype = _F64 if accumulator == "float64" else torch.float32
-        self._sq = torch.zeros(dim, dim, dtype=dtype, device=device)  # Σ (x−c)(x−c)ᵀ
-        self._sum = torch.zeros(dim, dtype=dtype, device=device)  # Σ (x−c)
-        self._sq_c = torch.zeros_like(self._sq) if accumulator == "kahan32" else None  # Kahan compensations
-        self._sum_c = torch.zeros_like(self._sum) if accumulator == "kahan32" else None
-        self._centre: Tensor | None = None  # (d,) float32 c
-        self.count = 0
-
-    def update(self, x: Tensor) -> None:
-        """Add a batch x (B, d) (any floating dtype; the product is taken in float32)."""
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}.")
-        if not len(x):
-            return
-        x32 = x.detach().to(device=self._sq.device, dtype=torch.float32)
-        if self._centre is None:
-            self._centre = x32.mean(0) if self.shift else x32.new_zeros(self.dim)
-        d = x32 - self._centre  # (B, d) float32: rounding relative to |x − c|, not to |x|
-        prod, s = d.T @ d, d.sum(0)  # float32 (d, d), (d,)
-        if self.accumulator == "float64":
-            self._sq += prod.to(_F64)
-            self._sum += s.to(_F64)
-        else:
-            _kahan_add(self._sq, self._sq_c, prod)
-            _kahan_add(self._sum, self._sum_c, s)
-        self.count += len(x)
-
-    def compute(self) -> tuple[Tensor, Tensor]:
-        """(Σ x xᵀ (d, d), Σ x (d,)) in float64, the shift undone exactly."""
-        sq = self._sq.to(_F64) - (self._sq_c.to(_F64) if self._sq_c is not None else 0.0)
-        s = self._sum.to(_F64) - (self._sum_c.to(_F64) if self._sum_c is not None else 0.0)
-        if self._centre is None:
-            return sq, s
-        c = self._centre.to(_F64)
-        # x = d + c: Σ x xᵀ = Σ d dᵀ + (Σ d) cᵀ + c (Σ d)ᵀ + N c cᵀ, all in float64
-        sc = torch.outer(s, c)
-        return sq + sc + sc.T + self.count * torch.outer(c, c), s + self.count * c
-
-    def covariance(self) -> Tensor:
-        """S/N − μμᵀ (d, d), from the shifted sums directly (no cancellation: Σ d dᵀ/N − μ_d μ_dᵀ)."""
-        if not self.count:
-            raise ValueError("no samples were added.")
-        sq = self._sq.to(_F64) - (self._sq_c.to(_F64) if self._sq_c is not None else 0.0)
-        s = self._sum.to(_F64) - (self._sum_c.to(_F64) if self._sum_c is not None else 0.0)
-        mu_d = s / self.count
-        return sq / self.count - torch.outer(mu_d, mu_d)
-
-
-def _kahan_add(total: Tensor, comp: Tensor, value: Tensor) -> None:
-    """total += value with Kahan compensation (in place): comp keeps the low-order part lost by each addition."""
-    y = value - comp
-    t = total + y
-    comp.copy_((t - total) - y)
-    total.copy_(t)
