@@ -238,7 +238,7 @@ def test_spectrum_on_a_per_token_head_refuses_without_pool_and_pools_with_it():
     monitor = spectrum()
     with pytest.raises(ValueError, match="cannot run on this model .* pool="):  # in a fit: at fit start
         quiet_trainer(max_steps=2, callbacks=[monitor]).fit(TokenHead(), data())
-    with pytest.raises(ValueError, match="pool must be one of"):
+    with pytest.raises(ValueError, match="pool must be None, 'mean', 'first' or 'last'"):
         spectrum(pool="max")
 
 

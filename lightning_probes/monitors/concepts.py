@@ -32,6 +32,7 @@ from lightning_probes.measures.concepts import (
 from lightning_probes.monitors.base import Monitor, ProbeResult
 from lightning_probes.probe_set import Source, capture, probing, resolve_module
 from lightning_probes.tensorboard import heatmap_image, markdown_table
+from lightning_probes.validation import check_choice, check_int, check_name, check_real
 
 __all__ = ["ConceptMonitor"]
 
@@ -140,44 +141,14 @@ class ConceptMonitor(Monitor):
             raise ValueError(f"max_samples={max_samples} would cut the probe set below the {len(concepts)} samples the "
                              "concepts describe; leave max_samples unset (it follows the concepts).")
         super().__init__(probe_data="train" if probe_data is None else probe_data, max_samples=len(concepts), **kwargs)
-        if not isinstance(layer, str) or not layer:
-            raise ValueError("layer must name a module whose output holds the units, e.g. layer='conv2'.")
         self.layer = layer
         self.concepts = concepts.bool()
-        k = concepts.shape[1]
-        if concept_names is None:
-            raise ValueError(f"concept_names is required with a concept tensor: give {k} names.")
-        names = [str(n) for n in concept_names]
-        if len(names) != k or len(set(names)) != k:
-            raise ValueError(f"concept_names must be {k} distinct names (one per concept), got {len(names)}.")
-        self.concept_names = names
-        if units is not None:
-            try:  # operator.index: ints (and numpy / 0-d tensor ints), never a float or a string
-                units = [operator.index(u) for u in units]
-            except TypeError:
-                raise TypeError(f"units must be a list of integer channel indices, got {units!r}.") from None
-            if not units or min(units) < 0 or len(set(units)) != len(units):
-                raise ValueError(f"units must be distinct non-negative channel indices, got {units}.")
+        self.concept_names = concept_names
         self.units = units
-        if max_units is not None and (isinstance(max_units, bool) or not isinstance(max_units, int) or max_units < 1):
-            raise ValueError(f"max_units must be a positive integer or None, got {max_units!r}.")
-        if max_units is not None and units is not None:
-            raise ValueError("give units (which ones) or max_units (how many), not both.")
         self.max_units = max_units
-        if not isinstance(num_clusters, int) or num_clusters < 1:
-            raise ValueError(f"num_clusters must be a positive integer, got {num_clusters!r}.")
-        if max_length not in (1, 2, 3):
-            raise ValueError(f"max_length must be 1, 2 or 3, got {max_length!r}.")
-        if not _real(iou_threshold) or not 0 <= iou_threshold <= 1:
-            raise ValueError(f"iou_threshold must be a number in [0, 1], got {iou_threshold!r}.")
-        if search not in ("exact", "beam"):
-            raise ValueError(f"search must be 'exact' or 'beam', got {search!r}.")
-        if time_budget is not None and (not _real(time_budget) or not time_budget > 0):
-            raise ValueError(f"time_budget must be positive seconds or None, got {time_budget!r}.")
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (beam_width, first_beam)):
-            raise ValueError(f"beam_width and first_beam must be integers >= 1, got {beam_width!r} and {first_beam!r}.")
         self.num_clusters, self.max_length, self.iou_threshold = num_clusters, max_length, iou_threshold
         self.search, self.time_budget, self.beam_width, self.first_beam = search, time_budget, beam_width, first_beam
+        self._validate()  # also turns concept_names into a list of str, units into a list of int
         self.range_importance, self.label_masking = bool(range_importance), bool(label_masking)
         self.last_formulas: dict[str, str] = {}  # "unit/range" -> formula name at the previous probe
         # "unit/range" -> (formula name, IoU) at the first probe: the unspecialised baseline
@@ -185,6 +156,34 @@ class ConceptMonitor(Monitor):
         self.untrained_step: int | None = None
         self._units: list[int] = []
         self._importance_ok = True
+
+    def _validate(self) -> None:
+        check_name("layer", self.layer, what="the name of a module whose output holds the units, e.g. layer='conv2'")
+        k = self.concepts.shape[1]
+        if self.concept_names is None:
+            raise ValueError(f"concept_names is required with a concept tensor: give {k} names.")
+        names = [str(n) for n in self.concept_names]
+        if len(names) != k or len(set(names)) != k:
+            raise ValueError(f"concept_names must be {k} distinct names (one per concept), got {len(names)}.")
+        self.concept_names = names
+        if self.units is not None:
+            try:  # operator.index: ints (and numpy / 0-d tensor ints), never a float or a string
+                units = [operator.index(u) for u in self.units]
+            except TypeError:
+                raise TypeError(f"units must be a list of integer channel indices, got {self.units!r}.") from None
+            if not units or min(units) < 0 or len(set(units)) != len(units):
+                raise ValueError(f"units must be distinct non-negative channel indices, got {units}.")
+            self.units = units
+        check_int("max_units", self.max_units, what="a positive integer or None", optional=True)
+        if self.max_units is not None and self.units is not None:
+            raise ValueError("give units (which ones) or max_units (how many), not both.")
+        check_int("num_clusters", self.num_clusters)
+        check_choice("max_length", self.max_length, (1, 2, 3))
+        check_real("iou_threshold", self.iou_threshold, "[0, 1]")
+        check_choice("search", self.search, ("exact", "beam"))
+        check_real("time_budget", self.time_budget, "(0, inf]", what="positive seconds or None", optional=True)
+        check_int("beam_width", self.beam_width)
+        check_int("first_beam", self.first_beam)
 
     def __repr__(self) -> str:
         units = "all" if self.units is None else self.units
@@ -503,5 +502,3 @@ class ConceptMonitor(Monitor):
                 f"{int(last['n_inactive_units'])} inactive")
 
 
-def _real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

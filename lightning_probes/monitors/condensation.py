@@ -29,6 +29,7 @@ from lightning_probes.probe_set import module_names, resolve_module
 from lightning_probes.tensorboard import drawing, heatmap_image, markdown_table, scatter_image
 from lightning_probes.schedules import Schedule
 from lightning_probes.triggers import StopWhen, Trigger
+from lightning_probes.validation import check_choice, check_int, check_names, check_real
 from lightning_probes.weights import NEURON_LAYERS, check_strategy, neuron_count, neuron_weights
 
 __all__ = ["CondensationMonitor"]
@@ -118,53 +119,49 @@ class CondensationMonitor(Monitor):
         # the base's probe-data arguments are not offered: this monitor reads weights, never data
         super().__init__(schedule=schedule, triggers=triggers, on_error=on_error, at_start=at_start, at_end=at_end,
                          images_every=images_every, name=name)
-        if isinstance(layers, str):
-            if layers != "auto":
-                raise ValueError(f"layers must be 'auto' or a list of Linear module names, got {layers!r}; "
-                                 f"for one layer write layers=[{layers!r}].")
-        elif not layers or not all(isinstance(n, str) and n for n in layers):
-            raise ValueError("layers must be 'auto' or a non-empty list of module names, e.g. ['layer1', 'layer2'].")
-        elif len(set(layers)) != len(layers):
-            raise ValueError(f"layers must not repeat a name, got {list(layers)}.")
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-            raise ValueError(f"threshold is a cosine level in (0, 1] (0.95 in the papers), got {threshold!r}.")
-        if isinstance(max_neurons, bool) or not isinstance(max_neurons, int) or max_neurons < 2:
-            raise ValueError(f"max_neurons must be an integer >= 2, got {max_neurons!r}.")
-        if stage_by not in STAGE_RULES:
-            raise ValueError(f"stage_by must be 'norm_growth' (the amplitude blow-up) or 'relative_change' (the first "
-                             f"definition), got {stage_by!r}.")
-        if heatmap_order not in ("eigenvector", "cluster"):
-            raise ValueError(f"heatmap_order must be 'eigenvector' or 'cluster', got {heatmap_order!r}.")
         if stage_threshold is None:
             stage_threshold = 2.0 if stage_by == "norm_growth" else 1.0
-        if isinstance(stage_threshold, bool) or not isinstance(stage_threshold, (int, float)) \
-                or not math.isfinite(stage_threshold) or stage_threshold <= 0:
-            raise ValueError(f"stage_threshold must be a positive relative change, got {stage_threshold!r}.")
-        if stage_by == "norm_growth" and stage_threshold < 1:
+        self.layer_spec = layers  # "auto" or the list of names, once validated
+        self.threshold = threshold
+        self.signed = bool(signed)
+        self.max_neurons = max_neurons
+        self.stage_threshold = stage_threshold
+        self.stage_by = stage_by
+        self.heatmap_order = heatmap_order
+        self.seed = seed
+        self._validate()
+        self.layer_spec = "auto" if isinstance(layers, str) else list(layers)
+        self.layers: list[str] = [] if isinstance(layers, str) else list(layers)
+        self.threshold = float(threshold)
+        self.stage_threshold = float(stage_threshold)
+        self.growth: dict[str, GrowthPeak] = {}  # layer -> the norm-growth peak detector
+        self.last_change: dict[str, tuple[int, float]] = {}  # layer -> (step, relative change) of the last probe
+        self.initial_weights: dict[str, Tensor] = {}  # W_0 per layer (CPU), kept in the checkpoint
+        self.stage_end: dict[str, int] = {}  # layer -> first probed step with relative_change > stage_threshold
+        self.last_stats: dict[str, CondensationStats] = {}  # the latest figures, for notebooks
+
+    def _validate(self) -> None:
+        if self.layer_spec != "auto":
+            if isinstance(self.layer_spec, str):
+                raise ValueError(f"layers must be 'auto' or a list of Linear module names, got {self.layer_spec!r}; "
+                                 f"for one layer write layers=[{self.layer_spec!r}].")
+            check_names("layers", self.layer_spec, example="['layer1', 'layer2'] (or 'auto')")
+        check_real("threshold", self.threshold, "(0, 1]", what="a cosine level in (0, 1] (0.95 in the papers)")
+        check_int("max_neurons", self.max_neurons, low=2)
+        check_choice("stage_by", self.stage_by, {"norm_growth": "the amplitude blow-up",
+                                                 "relative_change": "the first definition"})
+        check_choice("heatmap_order", self.heatmap_order, ("eigenvector", "cluster"))
+        check_real("stage_threshold", self.stage_threshold, "(0, inf)", what="a positive relative change")
+        if self.stage_by == "norm_growth" and self.stage_threshold < 1:
             raise ValueError(f"with stage_by='norm_growth', stage_threshold is a growth ‖W‖/‖W_0‖ >= 1, got "
-                             f"{stage_threshold!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer (it seeds the neuron sample), got {seed!r}.")
+                             f"{self.stage_threshold!r}.")
+        check_int("seed", self.seed, low=None, what="an integer (it seeds the neuron sample)")
         for trig in self.triggers:
             if isinstance(trig, StopWhen) and trig.metric.endswith("initial_stage_end"):
                 raise ValueError(
                     "initial_stage_end is logged once, when it happens, so a trigger cannot watch it; stop on "
                     "the amplitude growth instead: StopWhen('<layer>/norm_ratio', above=2.0)."
                 )
-        self.layer_spec = "auto" if isinstance(layers, str) else list(layers)
-        self.layers: list[str] = [] if isinstance(layers, str) else list(layers)
-        self.threshold = float(threshold)
-        self.signed = bool(signed)
-        self.max_neurons = max_neurons
-        self.stage_threshold = float(stage_threshold)
-        self.stage_by = stage_by
-        self.heatmap_order = heatmap_order
-        self.seed = seed
-        self.growth: dict[str, GrowthPeak] = {}  # layer -> the norm-growth peak detector
-        self.last_change: dict[str, tuple[int, float]] = {}  # layer -> (step, relative change) of the last probe
-        self.initial_weights: dict[str, Tensor] = {}  # W_0 per layer (CPU), kept in the checkpoint
-        self.stage_end: dict[str, int] = {}  # layer -> first probed step with relative_change > stage_threshold
-        self.last_stats: dict[str, CondensationStats] = {}  # the latest figures, for notebooks
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(layers={self.layer_spec!r}, threshold={self.threshold}, "

@@ -8,7 +8,6 @@ activations and publishes the figures.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -32,6 +31,7 @@ from lightning_probes.measures.interaction_basis import (
 from lightning_probes.monitors.base import Monitor, ProbeResult
 from lightning_probes.probe_set import capture, probing, resolve_module
 from lightning_probes.tensorboard import drawing, heatmap_image, line_image, markdown_table
+from lightning_probes.validation import check_choice, check_int, check_names, check_real
 from lightning_probes.weights import check_strategy, full_parameters
 
 __all__ = ["InteractionBasisMonitor"]
@@ -100,47 +100,43 @@ class InteractionBasisMonitor(Monitor):
     ) -> None:
         if "max_samples" in kwargs:
             raise ValueError("InteractionBasisMonitor takes num_samples (the probe set size), not max_samples.")
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
-            raise ValueError(f"num_samples must be an integer >= 2 (centring needs two samples), got {num_samples!r}.")
+        check_int("num_samples", num_samples, low=2, what="an integer >= 2 (centring needs two samples)")
         super().__init__(max_samples=num_samples, **kwargs)
-        if isinstance(layers, str) or not layers or not all(isinstance(n, str) and n for n in layers):
-            raise ValueError("layers must be a non-empty list of module names, e.g. ['features.0', 'classifier'].")
-        if len(set(layers)) != len(layers):
-            raise ValueError(f"layers must not repeat a name, got {list(layers)}.")
-        if not isinstance(truncation, (int, float)) or not math.isfinite(truncation) or truncation <= 0:
-            raise ValueError(f"truncation must be a positive finite eigenvalue threshold, got {truncation!r}.")
-        if final_basis not in ("logits", "pca", "identity"):
-            raise ValueError(f"final_basis must be 'logits' (raw logits, the paper's), 'pca' or 'identity', got "
-                             f"{final_basis!r}.")
-        if gradients not in ("plain", "integrated"):
-            raise ValueError(f"gradients must be 'plain' or 'integrated', got {gradients!r}.")
-        path_quadrature(integration_points)  # a positive integer, else a clear error
-        for spec in sections or []:
-            if not (isinstance(spec, (nn.Module, str)) or (isinstance(spec, Sequence) and spec
-                                                            and all(isinstance(n, str) and n for n in spec))):
-                raise TypeError(f"a section is a module, a module name or a non-empty list of names; got {spec!r}.")
-        if sections is not None and len(sections) != len(layers):
-            raise ValueError(
-                f"sections needs one entry per layer ({len(layers)}): sections[i] maps the input of layers[i] to "
-                f"the input of layers[i+1], the last one to the output; got {len(sections)}."
-            )
-        if isinstance(max_jacobian_elements, bool) or not isinstance(max_jacobian_elements, int) \
-                or max_jacobian_elements < 1:
-            raise ValueError(f"max_jacobian_elements must be a positive integer, got {max_jacobian_elements!r}.")
-        self.layers = list(layers)
-        self.truncation = float(truncation)
+        self.layers = layers
+        self.truncation = truncation
         self.num_samples = num_samples
         self.final_basis = final_basis
-        self.section_specs = None if sections is None else list(sections)
+        self.section_specs = sections
         self.ablation = ablation
         self.max_jacobian_elements = max_jacobian_elements
         self.gradients = gradients
         self.integration_points = integration_points
+        self._validate()
+        self.layers = list(layers)
+        self.truncation = float(truncation)
+        self.section_specs = None if sections is None else list(sections)
         self._sections: list[nn.Module] | None = None
         self.last_graph: InteractionGraph | None = None  # the latest bases and edges, for notebooks
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(layers={self.layers!r}, schedule={self.schedule!r})"
+
+    def _validate(self) -> None:
+        check_names("layers", self.layers, example="['features.0', 'classifier']")
+        check_real("truncation", self.truncation, "(0, inf)", what="a positive finite eigenvalue threshold")
+        check_choice("final_basis", self.final_basis, {"logits": "raw logits, the paper's", "pca": "", "identity": ""})
+        check_choice("gradients", self.gradients, ("plain", "integrated"))
+        path_quadrature(self.integration_points)  # a positive integer, else a clear error
+        for spec in self.section_specs or []:
+            if not (isinstance(spec, (nn.Module, str)) or (isinstance(spec, Sequence) and spec
+                                                            and all(isinstance(n, str) and n for n in spec))):
+                raise TypeError(f"a section is a module, a module name or a non-empty list of names; got {spec!r}.")
+        if self.section_specs is not None and len(self.section_specs) != len(self.layers):
+            raise ValueError(
+                f"sections needs one entry per layer ({len(self.layers)}): sections[i] maps the input of layers[i] "
+                f"to the input of layers[i+1], the last one to the output; got {len(self.section_specs)}."
+            )
+        check_int("max_jacobian_elements", self.max_jacobian_elements)
 
     @override
     def state_key_fields(self) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from lightning_probes.batches import get_path, index, set_path
 from lightning_probes.probe_set import capture, probing, resolve_module
 from lightning_probes.monitors.trial import explained
 from lightning_probes.tensorboard import bar_image, drawing, line_image, markdown_table
+from lightning_probes.validation import check_int, check_name, check_names, check_real
 
 __all__ = ["InteractionMonitor"]
 
@@ -139,55 +140,8 @@ class InteractionMonitor(Monitor):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if mask_at is not None and (not isinstance(mask_at, str) or not mask_at):
-            raise ValueError(f"mask_at must name the module whose output is masked (an embedding layer), got "
-                             f"{mask_at!r}.")
-        if player_key is not None and (not isinstance(player_key, str) or not player_key):
-            raise ValueError(f"player_key must be a key of the batch such as 'input_ids', got {player_key!r}.")
-        if not isinstance(players, Players):
-            raise TypeError(
-                f"players must be a Players partition (e.g. ImagePatches(...), FeatureGroups(...)), got "
-                f"{type(players).__name__}."
-            )
-        if not isinstance(max_players, int) or max_players < 1:
-            raise ValueError(f"max_players must be a positive integer, got {max_players!r}.")
-        if players.n > max_players:
-            raise ValueError(
-                f"{players.n} players exceed max_players={max_players}: each probe runs the model on 2^n = "
-                f"{2 ** players.n} masked inputs per sample and solves for 2·2^n interactions. Use fewer, larger "
-                "players, or raise max_players if you accept the cost."
-            )
-        names = list(layers or [])
-        if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
-            raise ValueError(f"layers must be distinct module names, got {layers!r}.")
-        if OUTPUT in names:
-            raise ValueError(f"{OUTPUT!r} is reserved for the model output; name the layer module instead.")
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
-        if self.probe_set is not None and num_samples > self.probe_set.max_samples:
-            raise ValueError(f"num_samples={num_samples} exceeds max_samples={self.probe_set.max_samples}.")
-        if not _real(tau) or not 0 < tau < 1:
-            raise ValueError(f"tau is a fraction of the largest |I|, in (0, 1); got {tau!r}.")
-        if not _real(kappa) or not 0 <= kappa < 1:
-            raise ValueError(f"kappa is a fraction of |v(N) - v(∅)|, in [0, 1); got {kappa!r}.")
-        for label, value in (("solver_iterations", solver_iterations), ("forward_batch_size", forward_batch_size),
-                             ("text_samples", text_samples), ("top_k", top_k)):
-            if not isinstance(value, int) or value < (0 if label == "text_samples" else 1):
-                raise ValueError(f"{label} must be a positive integer, got {value!r}.")
-        if not _real(solver_tol) or not 0 < solver_tol < 1:
-            raise ValueError(f"solver_tol is a relative gap in (0, 1), got {solver_tol!r}.")
-        if not _real(probe_l2) or not (probe_l2 >= 0 and math.isfinite(probe_l2)):
-            raise ValueError(f"probe_l2 must be a finite number ≥ 0, got {probe_l2!r}.")
-        if baseline is not None:
-            try:
-                base = torch.as_tensor(baseline)
-            except (TypeError, ValueError, RuntimeError):
-                raise TypeError(f"baseline must be a tensor (one sample's shape), a number or None (the probe-set "
-                                f"mean), got {type(baseline).__name__}.") from None
-            if base.is_floating_point() and not bool(torch.isfinite(base).all()):
-                raise ValueError("baseline holds NaN or Inf; every masked input would be NaN.")
         self.players = players
-        self.layers = names
+        self.layers = layers
         self.num_samples = num_samples
         self.tau = tau
         self.kappa = kappa
@@ -201,9 +155,47 @@ class InteractionMonitor(Monitor):
         self.top_k = top_k
         self.mask_at = mask_at
         self.player_key = player_key
+        self._validate()
+        self.layers = list(layers or [])
         self._previous: dict[str, Tensor] | None = None  # the output's interactions at the previous probe
         # per layer, the per-order completeness / redundancy of the last probe, (n + 1,) each (NaN: no interaction)
         self.last_by_order: dict[str, dict[str, Tensor]] = {}
+
+    def _validate(self) -> None:
+        check_name("mask_at", self.mask_at, what="the name of the module whose output is masked (an embedding layer)",
+                   optional=True)
+        check_name("player_key", self.player_key, what="a key of the batch such as 'input_ids'", optional=True)
+        if not isinstance(self.players, Players):
+            raise TypeError(f"players must be a Players partition (e.g. ImagePatches(...), FeatureGroups(...)), got "
+                            f"{type(self.players).__name__}.")
+        check_int("max_players", self.max_players)
+        if self.players.n > self.max_players:
+            raise ValueError(
+                f"{self.players.n} players exceed max_players={self.max_players}: each probe runs the model on 2^n = "
+                f"{2 ** self.players.n} masked inputs per sample and solves for 2·2^n interactions. Use fewer, "
+                "larger players, or raise max_players if you accept the cost."
+            )
+        names = check_names("layers", self.layers or [], example="['features.1']", allow_empty=True)
+        if OUTPUT in names:
+            raise ValueError(f"{OUTPUT!r} is reserved for the model output; name the layer module instead.")
+        check_int("num_samples", self.num_samples)
+        if self.probe_set is not None and self.num_samples > self.probe_set.max_samples:
+            raise ValueError(f"num_samples={self.num_samples} exceeds max_samples={self.probe_set.max_samples}.")
+        check_real("tau", self.tau, "(0, 1)", what="a fraction of the largest |I| in (0, 1)")
+        check_real("kappa", self.kappa, "[0, 1)", what="a fraction of |v(N) - v(∅)| in [0, 1)")
+        for label in ("solver_iterations", "forward_batch_size", "top_k"):
+            check_int(label, getattr(self, label))
+        check_int("text_samples", self.text_samples, low=0)
+        check_real("solver_tol", self.solver_tol, "(0, 1)", what="a relative gap in (0, 1)")
+        check_real("probe_l2", self.probe_l2, "[0, inf)", what="a finite number ≥ 0")
+        if self.baseline is not None:
+            try:
+                base = torch.as_tensor(self.baseline)
+            except (TypeError, ValueError, RuntimeError):
+                raise TypeError(f"baseline must be a tensor (one sample's shape), a number or None (the probe-set "
+                                f"mean), got {type(self.baseline).__name__}.") from None
+            if base.is_floating_point() and not bool(torch.isfinite(base).all()):
+                raise ValueError("baseline holds NaN or Inf; every masked input would be NaN.")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n={self.players.n}, layers={self.layers}, schedule={self.schedule!r})"
@@ -532,8 +524,6 @@ def _solver_scalars(result: AndOrDecomposition) -> dict[str, float]:
             "exact_fallback_fraction": certificate.exact_fallback_fraction}
 
 
-def _real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ from lightning_probes.monitors._checks import check_class_labels, check_regressi
 from lightning_probes.monitors.base import Monitor, ProbeResult
 from lightning_probes.probe_set import capture, module_names, resolve_module
 from lightning_probes.tensorboard import drawing, line_image, markdown_table
+from lightning_probes.validation import check_bool, check_choice, check_int, check_name, check_real
 
 __all__ = ["FeatureSpectrumMonitor"]
 
@@ -109,42 +110,23 @@ class FeatureSpectrumMonitor(Monitor):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if pool not in POOLS:
-            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}.")
         self.pool = pool
-        if not isinstance(head, str) or not head:
-            raise ValueError("head must name the final nn.Linear module, e.g. head='classifier'.")
-        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
-        if isinstance(power_threshold, bool) or not isinstance(power_threshold, (int, float)) \
-                or not 0 < power_threshold <= 1:
-            raise ValueError(f"power_threshold must be a number in (0, 1], got {power_threshold!r}.")
-        if nc4_means not in ("previous", "current"):
-            raise ValueError(f"nc4_means must be 'previous' or 'current', got {nc4_means!r}.")
-        if gap is not None and (isinstance(gap, bool) or not isinstance(gap, (int, float)) or not gap >= 1):
-            raise ValueError(f"gap is a ratio λ_C/λ_(C+1) >= 1, got {gap!r}.")  # `not >=`: NaN is refused too
-        check_operator(operator)
-        self.eigensolver = check_eigensolver(eigensolver)
-        if center is not None:
-            if not isinstance(center, bool):
-                raise ValueError(f"center must be True or False (or left out for operator=...), got {center!r}.")
-            legacy = "centred" if center else "uncentred"
-            if operator not in ("centred", legacy):
-                raise ValueError(f"center={center} means operator={legacy!r}, but operator={operator!r} was given.")
-            operator = legacy
-        if isinstance(decision_threshold, bool) or not isinstance(decision_threshold, (int, float)) \
-                or not 0 < decision_threshold <= 1:
-            raise ValueError(f"decision_threshold must be a share in (0, 1], got {decision_threshold!r}.")
         self.head = head
         self.num_classes = num_classes
         self.operator = operator
-        self.center = operator == "centred"
+        self.center = center  # validated, then derived from the operator
         self.decisions = bool(decisions)
-        self.decision_threshold = float(decision_threshold)
+        self.decision_threshold = decision_threshold
         self.power_threshold = power_threshold
         self.gap = gap
         self.neural_collapse = neural_collapse
         self.nc4_means = nc4_means
+        self.eigensolver = eigensolver
+        self._validate()
+        if center is not None:
+            self.operator = "centred" if center else "uncentred"
+        self.center = self.operator == "centred"
+        self.decision_threshold = float(decision_threshold)
         self._head_name: str | None = None  # the Linear actually probed (inside a wrapping head), set at setup
         self.class_means: torch.Tensor | None = None  # (C, p) of the last probe, for NC4 with "previous"
         self.classification: bool | None = None
@@ -156,6 +138,23 @@ class FeatureSpectrumMonitor(Monitor):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(head={self.head!r}, schedule={self.schedule!r})"
+
+    def _validate(self) -> None:
+        check_choice("pool", self.pool, POOLS)
+        check_name("head", self.head, what="the name of the final nn.Linear module, e.g. head='classifier'")
+        check_int("num_classes", self.num_classes, low=2, optional=True)
+        check_real("power_threshold", self.power_threshold, "(0, 1]")
+        check_choice("nc4_means", self.nc4_means, ("previous", "current"))
+        check_real("gap", self.gap, "[1, inf]", what="a ratio λ_C/λ_(C+1) >= 1", optional=True)
+        check_operator(self.operator)
+        if self.center is not None:
+            check_bool("center", self.center, what="True or False (or left out for operator=...)")
+            legacy = "centred" if self.center else "uncentred"
+            if self.operator not in ("centred", legacy):
+                raise ValueError(f"center={self.center} means operator={legacy!r}, but operator={self.operator!r} "
+                                 "was given.")
+        check_real("decision_threshold", self.decision_threshold, "(0, 1]", what="a share in (0, 1]")
+        self.eigensolver = check_eigensolver(self.eigensolver)
 
     @override
     def state_key_fields(self) -> dict[str, Any]:
