@@ -7,10 +7,9 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from helpers import fit_digits
+from test_spectrum_topk import _digits_features  # a 64-512-10 digits MLP's features and head
 
-from lightning_probes.datasets import load_digits_tensors
 from lightning_probes.measures.spectrum import TOPK_FROM, FeatureStatisticsValue, check_eigensolver, summarise
 from lightning_probes.models import MLPClassifier
 from lightning_probes.monitors.spectrum import FeatureSpectrumMonitor
@@ -52,22 +51,6 @@ def _both(stats, weight, bias, operator):
     top = summarise(stats, weight, bias, operator=operator, eigensolver="topk")
     _assert_same(full, top)
     return full, top
-
-
-def _digits_features(steps: int, hidden: int = 512):
-    torch.manual_seed(0)
-    model = MLPClassifier(hidden=(hidden,), num_classes=10)
-    x, y = load_digits_tensors()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    g = _gen(0)
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (64,), generator=g)
-        opt.zero_grad()
-        F.cross_entropy(model(x[idx]), y[idx]).backward()
-        opt.step()
-    with torch.no_grad():
-        phi = model.features(x)
-    return phi, y, model.classifier.weight.detach(), model.classifier.bias.detach()
 
 
 @pytest.mark.parametrize("operator", ["centred", "uncentred", "augmented"])
