@@ -154,7 +154,7 @@ class FeatureSpectrumMonitor(Monitor):
                 raise ValueError(f"center={self.center} means operator={legacy!r}, but operator={self.operator!r} "
                                  "was given.")
         check_real("decision_threshold", self.decision_threshold, "(0, 1]", what="a share in (0, 1]")
-        self.eigensolver = check_eigensolver(self.eigensolver)
+        check_eigensolver(self.eigensolver)
 
     @override
     def state_key_fields(self) -> dict[str, Any]:
