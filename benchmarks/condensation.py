@@ -4,7 +4,8 @@ Run: ``python benchmarks/condensation.py [--threads 1]``. Prints medians and rat
 
 - one probe of the width-1024 hidden layer (``layer2`` of a ThreeLayerNet(1, 1024, 1): a 1024 x 1024 weight)
   against one SGD training step of the same model at batch 64 (issue target: ratio <= 10);
-- where that probe's time goes (float64 Gram, float64 eigenvalues, SciPy clustering);
+- where that probe's time goes (float64 Gram, float64 eigenvalues, heatmap order, clustering), with the torch
+  forms used before next to the faster ones;
 - one probe of a width-4096 layer with the default ``max_neurons=2048`` sampling, and with 1024 (target < 2 s);
 - inside ``Trainer.fit``: the monitor's measured seconds per probe (both hidden layers) against the seconds per
   training step, and the share of a run it costs on the default log-spaced schedule.
@@ -22,11 +23,42 @@ from torch.nn import functional as F
 from _timing import median_seconds
 
 from lightning_probes.datasets import RegressionDataModule
-from lightning_probes.measures.condensation import condensation_stats, condensed_directions
+from threadpoolctl import threadpool_limits
+
+from lightning_probes.measures.condensation import (
+    _cosine_from_gram,
+    _eigvalsh,
+    _gram,
+    condensation_stats,
+    condensed_directions,
+    eigenvector_order,
+    relative_change,
+)
 from lightning_probes.models import ThreeLayerNet, ThreeLayerRegressor
 from lightning_probes.monitors.condensation import CondensationMonitor
 from lightning_probes.schedules import Clock, every, log_spaced
 
+
+
+def parts(weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """Where one probe's time goes, each part as condensation_stats runs it (float64 throughout)."""
+    w = weight.detach().double()
+    aug = torch.cat([w, bias.detach().double()[:, None]], 1)
+    gram = _gram(w)
+    cos = _cosine_from_gram(gram + torch.outer(bias.detach().double(), bias.detach().double()))
+    rows = [
+        ("Gram (float64, NumPy BLAS)", lambda: _gram(w)),
+        ("  the same by torch (before)", lambda: w @ w.T),
+        ("eigvalsh (float64, SciPy)", lambda: _eigvalsh(gram)),
+        ("  the same by torch (before)", lambda: torch.linalg.eigvalsh(gram)),
+        ("heatmap order (Lanczos)", lambda: eigenvector_order(cos)),
+        ("  full eigh (before)", lambda: torch.linalg.eigh(cos)),
+        ("clustering (components)", lambda: condensed_directions(cos)),
+        ("the cosines from the Gram", lambda: _cosine_from_gram(gram)),
+        ("relative change", lambda: relative_change(weight, aug[:, :-1])),
+    ]
+    for label, fn in rows:
+        print(f"  {label:31s}: {1e3 * median_seconds(fn, 5):8.2f} ms")
 
 
 def measure_level() -> float:
@@ -46,16 +78,7 @@ def measure_level() -> float:
     print(f"training step, width 1024, batch 64 : {step * 1e3:8.2f} ms")
     print(f"one probe of layer2 (1024 x 1024)   : {one_probe * 1e3:8.2f} ms   ratio {one_probe / step:6.1f}x "
           "(target <= 10x)")
-    w = net.layer2.weight.detach().double()
-    gram = w @ w.T
-    norms = gram.diagonal().sqrt()
-    cos = gram / torch.outer(norms, norms)
-    print("  of which  Gram (float64)          : %8.2f ms" % (1e3 * median_seconds(lambda: w @ w.T, 7)))
-    eigvalsh_ms = 1e3 * median_seconds(lambda: torch.linalg.eigvalsh(gram), 5)
-    clustering_ms = 1e3 * median_seconds(lambda: condensed_directions(cos), 5)
-    print("            eigvalsh (float64)      : %8.2f ms" % eigvalsh_ms)
-    print("            clustering (SciPy)      : %8.2f ms" % clustering_ms)
-
+    parts(net.layer2.weight, net.layer2.bias)
     wide = ThreeLayerNet(1, 4096, 1, init_gamma=1.0).layer2
     wide0 = wide.weight.detach().clone()
     for max_neurons in (2048, 1024):
@@ -90,11 +113,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: the machine is shared, one thread gives stable timings)")
+    parser.add_argument("--no-fit", action="store_true", help="skip the Trainer.fit part")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
-    measure_level()
-    monitor_level()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) (NumPy/SciPy BLAS limited to the same)")
+    with threadpool_limits(args.threads):  # the probe's Gram and eigenvalues run in NumPy/SciPy's BLAS
+        measure_level()
+        if not args.no_fit:
+            monitor_level()
 
 
 if __name__ == "__main__":
