@@ -41,24 +41,28 @@ def public_modules() -> list[str]:
     return [PACKAGE] + sorted(n for n in names if not n.rsplit(".", 1)[1].startswith("_") and n not in walked)
 
 
-NAMEDTUPLE_ANNOTATION = re.compile(r"Error parsing type annotation ForwardRef\('(\w+)'\) for ([\w.]+)\.__init__\.")
+NAMEDTUPLE_ANNOTATION = re.compile(
+    r"Error parsing type annotation ForwardRef\('.*?'\) for ([\w.]+)\.__init__\. Import of ([\w.]+) failed")
 
 
 def _benign(message: str) -> bool:
     """pdoc's one false alarm here: a ``NamedTuple`` of a module with ``from __future__ import annotations`` keeps
     its field annotations as strings, and pdoc evaluates them for the generated ``__init__`` in ``collections``'
-    namespace instead of the module's. Benign only when the name does resolve in the class's own module."""
+    namespace instead of the module's. Benign only when the name does resolve in the module that defines the class
+    (not the package that re-exports it)."""
     found = NAMEDTUPLE_ANNOTATION.search(message)
     if not found:
         return False
-    name, owner = found.groups()
+    owner, name = found.groups()
     module_name, _, class_name = owner.rpartition(".")
     try:
-        module = importlib.import_module(module_name)
+        cls = getattr(importlib.import_module(module_name), class_name, None)
+        if not (isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields")):
+            return False
+        home = importlib.import_module(cls.__module__)
     except ImportError:
         return False
-    cls = getattr(module, class_name, None)
-    return isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields") and hasattr(module, name)
+    return _resolves(f"{home.__name__}.{name}")
 
 
 def _all_modules(module: pdoc.doc.Module) -> Iterator[pdoc.doc.Module]:
@@ -116,7 +120,9 @@ def broken_references(modules: list[pdoc.doc.Module]) -> list[str]:
     for doc in docs:
         module_name, qualname = doc.taken_from  # where it is defined, not where it is re-exported
         owner = qualname.split(".")[0]
-        scopes = ["", f"{module_name}.", f"{module_name}.{owner}.", f"{PACKAGE}."]
+        # a module of a subpackage may name what its package exports (its siblings' public names)
+        package = module_name.rpartition(".")[0]
+        scopes = ["", f"{module_name}.", f"{module_name}.{owner}.", f"{package}.", f"{PACKAGE}."]
         for target in ROLE.findall(_own_docstring(doc)):
             if not any(scope + target in known or _resolves(scope + target) for scope in scopes):
                 problems.append(f"{doc.fullname}: {target}")

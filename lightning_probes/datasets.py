@@ -163,7 +163,7 @@ def make_shapes(num_samples: int, size: int = 32, seed: int = 0) -> ShapesData:
 
 
 class ConceptProbe:
-    """Probe inputs with aligned concept annotations, for :class:`~lightning_probes.monitors.ConceptMonitor`.
+    """Probe inputs with aligned concept annotations, for :class:`~lightning_probes.ConceptMonitor`.
 
     Args:
         inputs: (N, ...) model inputs, or a mapping of them (``input_ids``, ``attention_mask``, ...).
@@ -203,7 +203,7 @@ class DigitsProbe(ConceptProbe):
     itself (``digit_0`` .. ``digit_9``) and where its ink is — more ink in the top / left half than in the other
     half (``ink_top``, ``ink_left``, and their complements ``ink_bottom``, ``ink_right``), total ink above the
     median (``bold``), ink in the central 4 x 4 block above the median (``centre_ink``). For
-    :class:`~lightning_probes.monitors.ConceptMonitor` on the digits MLP.
+    :class:`~lightning_probes.ConceptMonitor` on the digits MLP.
 
     Example:
         >>> probe = DigitsProbe(num_samples=100)
@@ -495,7 +495,7 @@ class SentimentDataModule(pl.LightningDataModule):
 class SentimentProbe(ConceptProbe):
     """Generated sentences (:func:`make_sentiment`, padded by :func:`pad_batch`) with per-token concepts (N, 5, T):
     ``positive`` / ``negative`` / ``neutral`` word, ``cls``, ``pad``. Inputs are the dict ``input_ids`` /
-    ``attention_mask``; for :class:`~lightning_probes.monitors.ConceptMonitor` on a sequence layer (N, T, d).
+    ``attention_mask``; for :class:`~lightning_probes.ConceptMonitor` on a sequence layer (N, T, d).
 
     Example:
         >>> probe = SentimentProbe(num_samples=8)
