@@ -13,8 +13,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
-from torch.utils.data import default_collate
+from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
 
 from lightning_probes import batches as structure
 

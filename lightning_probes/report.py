@@ -395,11 +395,11 @@ def _data_uri(png: bytes) -> str:
 
 
 def _markdown_blocks(text: str) -> list[dict[str, Any]]:
-    """Blocks separated by blank lines: markdown pipe tables become tables, single lines paragraphs, other blocks
+    r"""Blocks separated by blank lines: markdown pipe tables become tables, single lines paragraphs, other blocks
     preformatted text (plain strings; the template escapes them).
 
     Example:
-        >>> blocks = _markdown_blocks("Unit 3 is dead.\\n\\n| a | b |\\n|---|---|\\n| 1 | x \\\\| y |")
+        >>> blocks = _markdown_blocks("Unit 3 is dead.\n\n| a | b |\n|---|---|\n| 1 | x \\| y |")
         >>> blocks[0], blocks[1]["head"], blocks[1]["rows"]
         ({'kind': 'p', 'text': 'Unit 3 is dead.'}, ['a', 'b'], [['1', 'x | y']])
     """

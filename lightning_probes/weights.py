@@ -105,7 +105,7 @@ def _keep_unsharded_through_forward(module: Any) -> Any:
     """FSDP2 reshards a module after each forward by default, which would turn the parameters back into shards in
     the middle of a block that calls the module (LIB's Jacobians do). Hold them whole until the block ends; returns
     the function that restores the module's own setting. (FSDP2 keeps it per parameter group, an int or a mesh;
-    the public ``set_reshard_after_forward`` takes a bool only, so the groups' own value is saved and put back.)"""
+    the public ``set_reshard_after_forward`` takes a bool only, so the groups' own value is saved and put back)."""
     state = module._get_fsdp_state()
     groups = list(getattr(state, "_fsdp_param_groups", None) or [])
     saved = [g.post_forward_mesh_info for g in groups]
@@ -172,9 +172,7 @@ def check_strategy(trainer: Any, who: str, reads_weights: bool = False) -> None:
             "strategy='ddp' or 'fsdp' (FSDPStrategy / ModelParallelStrategy), whose parameters are gathered."
         )
     if reads_weights and strategy is not None:
-        from lightning.pytorch.strategies import (
-            DDPStrategy, FSDPStrategy, ModelParallelStrategy, SingleDeviceStrategy,
-        )
+        from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
 
         if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy, FSDPStrategy, ModelParallelStrategy)):
             raise ValueError(
