@@ -381,7 +381,7 @@ class ProbeSet:
             parts: list = []
             seen = 0
             with torch.random.fork_rng(devices=[]):
-                for item in loader if loader is not None else dataset:
+                for item in loader if loader is not None else iter(dataset):
                     part = item if loader is not None else collate([item])
                     parts.append(part)
                     seen += structure.num_samples(part)

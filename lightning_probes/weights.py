@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch  # noqa: F401  (the doctests use it)
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from torch.distributed.tensor import DTensor
 
 __all__ = ["NEURON_LAYERS", "check_strategy", "full_parameters", "full_weight", "neuron_count", "neuron_weights"]
 
@@ -29,7 +32,7 @@ __all__ = ["NEURON_LAYERS", "check_strategy", "full_parameters", "full_weight", 
 NEURON_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def _is_dtensor(t: Any) -> bool:
+def _is_dtensor(t: Any) -> TypeGuard[DTensor]:
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # a torch without distributed
@@ -88,9 +91,10 @@ def full_parameters(trainer: Any = None, module: nn.Module | None = None) -> Ite
         elif module is not None:
             try:
                 from torch.distributed.fsdp import FSDPModule
-            except ImportError:
-                FSDPModule = ()  # type: ignore[assignment,misc]
-            sharded = [m for m in module.modules() if isinstance(m, FSDPModule)] if FSDPModule else []
+            except ImportError:  # a torch without FSDP2: nothing is sharded by it
+                sharded = []
+            else:
+                sharded = [m for m in module.modules() if isinstance(m, FSDPModule)]
             _gathered = bool(sharded)
             for m in sharded:
                 m.unshard()
