@@ -47,8 +47,9 @@ def _rebuild_mapping(template: Mapping, items: dict) -> Mapping:
     """A mapping of ``template``'s type holding ``items`` (dict, OrderedDict, UserDict, BatchEncoding, ...)."""
     if type(template) is dict:
         return items
+    factory: Any = type(template)  # a concrete mapping class, whose constructor may not take a dict (tried here)
     try:
-        return type(template)(items)
+        return factory(items)
     except Exception:  # a mapping type that cannot be built from a dict: a plain dict keeps the keys and values
         return items
 
@@ -162,12 +163,12 @@ def set_path(tree: Any, path: Path, value: Any) -> Any:
         return value
     key, rest = path[0], path[1:]
     if isinstance(tree, Mapping):
-        items = dict(tree.items())
-        items[key] = set_path(tree[key], rest, value)
-        return _rebuild_mapping(tree, items)
-    items = list(tree)
-    items[key] = set_path(tree[key], rest, value)
-    return _rebuild_sequence(tree, items)
+        entries = dict(tree.items())
+        entries[key] = set_path(tree[key], rest, value)
+        return _rebuild_mapping(tree, entries)
+    elements = list(tree)
+    elements[key] = set_path(tree[key], rest, value)
+    return _rebuild_sequence(tree, elements)
 
 
 def find_target_key(batch: Mapping, target_key: str | None = None) -> str | None:

@@ -79,9 +79,9 @@ class DigitsDataModule(pl.LightningDataModule):
         if hasattr(self, "train_set"):
             return
         x, y = load_digits_tensors()
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.hparams.seed))
-        n_val = int(round(self.hparams.val_fraction * len(x)))
-        n_test = int(round(self.hparams.test_fraction * len(x)))
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.hparams["seed"]))
+        n_val = int(round(self.hparams["val_fraction"] * len(x)))
+        n_test = int(round(self.hparams["test_fraction"] * len(x)))
         test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
         self.train_set = TensorDataset(x[train], y[train])
         self.val_set = TensorDataset(x[val], y[val])
@@ -89,7 +89,7 @@ class DigitsDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: TensorDataset, shuffle: bool) -> DataLoader:
         return DataLoader(
-            dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, num_workers=self.hparams.num_workers
+            dataset, batch_size=self.hparams["batch_size"], shuffle=shuffle, num_workers=self.hparams["num_workers"]
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -263,17 +263,17 @@ class ShapesDataModule(pl.LightningDataModule):
         if hasattr(self, "train_set"):
             return
         hp = self.hparams
-        train = make_shapes(hp.num_train, hp.size, hp.seed)
-        val = make_shapes(hp.num_val, hp.size, hp.seed + 1)
+        train = make_shapes(hp["num_train"], hp["size"], hp["seed"])
+        val = make_shapes(hp["num_val"], hp["size"], hp["seed"] + 1)
         self.train_set = TensorDataset(train.images, train.labels)
         self.val_set = TensorDataset(val.images, val.labels)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True,
-                          num_workers=self.hparams.num_workers)
+        return DataLoader(self.train_set, batch_size=self.hparams["batch_size"], shuffle=True,
+                          num_workers=self.hparams["num_workers"])
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+        return DataLoader(self.val_set, batch_size=self.hparams["batch_size"], num_workers=self.hparams["num_workers"])
 
 
 # --- Generated 1-D (or low-dimensional) regression targets (condensation example) --------------------------
@@ -355,16 +355,16 @@ class RegressionDataModule(pl.LightningDataModule):
         if hasattr(self, "train_set"):
             return
         hp = self.hparams
-        common = dict(in_features=hp.in_features, target=hp.target, frequency=hp.frequency, noise=hp.noise)
-        self.train_set = TensorDataset(*make_regression_tensors(hp.num_train, seed=hp.seed, **common))
-        self.val_set = TensorDataset(*make_regression_tensors(hp.num_val, seed=hp.seed + 1, **common))
+        common = dict(in_features=hp["in_features"], target=hp["target"], frequency=hp["frequency"], noise=hp["noise"])
+        self.train_set = TensorDataset(*make_regression_tensors(hp["num_train"], seed=hp["seed"], **common))
+        self.val_set = TensorDataset(*make_regression_tensors(hp["num_val"], seed=hp["seed"] + 1, **common))
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True,
-                          num_workers=self.hparams.num_workers)
+        return DataLoader(self.train_set, batch_size=self.hparams["batch_size"], shuffle=True,
+                          num_workers=self.hparams["num_workers"])
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+        return DataLoader(self.val_set, batch_size=self.hparams["batch_size"], num_workers=self.hparams["num_workers"])
 
 
 # ---------------------------------------------------------------------------------------------- synthetic text
@@ -477,19 +477,19 @@ class SentimentDataModule(pl.LightningDataModule):
         if hasattr(self, "train_set"):
             return
         hp = self.hparams
-        self.train_set = _Samples(make_sentiment(hp.num_train, hp.max_length, hp.min_length, hp.seed))
-        self.val_set = _Samples(make_sentiment(hp.num_val, hp.max_length, hp.min_length, hp.seed + 1))
+        self.train_set = _Samples(make_sentiment(hp["num_train"], hp["max_length"], hp["min_length"], hp["seed"]))
+        self.val_set = _Samples(make_sentiment(hp["num_val"], hp["max_length"], hp["min_length"], hp["seed"] + 1))
 
     def _collate(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return pad_batch(samples, self.hparams.max_length)
+        return pad_batch(samples, self.hparams["max_length"])
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, collate_fn=self._collate,
-                          num_workers=self.hparams.num_workers)
+        return DataLoader(self.train_set, batch_size=self.hparams["batch_size"], shuffle=True, collate_fn=self._collate,
+                          num_workers=self.hparams["num_workers"])
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, collate_fn=self._collate,
-                          num_workers=self.hparams.num_workers)
+        return DataLoader(self.val_set, batch_size=self.hparams["batch_size"], collate_fn=self._collate,
+                          num_workers=self.hparams["num_workers"])
 
 
 class SentimentProbe(ConceptProbe):

@@ -100,7 +100,7 @@ class MLPClassifier(_Supervised):
         return self.classifier(self.features(x.flatten(1)))
 
     def _loss(self, logits: Tensor, y: Tensor) -> Tensor:
-        if self.hparams.loss == "mse":
+        if self.hparams["loss"] == "mse":
             return F.mse_loss(logits, F.one_hot(y, logits.shape[-1]).to(logits.dtype))
         return F.cross_entropy(logits, y)
 
@@ -111,7 +111,7 @@ class MLPClassifier(_Supervised):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
-        return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        return torch.optim.SGD(self.parameters(), lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
 
 
 class ShapesCNN(_Supervised):
@@ -151,7 +151,7 @@ class ShapesCNN(_Supervised):
         return F.cross_entropy(logits, y), {"acc": (logits.argmax(-1) == y).float().mean()}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.Adam(self.parameters(), lr=self.hparams["lr"])
 
 
 # --- Three-layer nets with a scalable initialisation (condensation, Chen & Luo 2024) -----------------------
@@ -190,6 +190,7 @@ def scale_init_(
             width = max(widths)
         if width < 1:
             raise ValueError(f"width must be positive, got {width}.")
+        assert gamma is not None  # exactly one of gamma and std was given (checked above)
         std = float(width) ** (-gamma)
     if not std >= 0 or math.isinf(std):
         raise ValueError(f"std must be a finite non-negative number, got {std}.")
@@ -200,7 +201,7 @@ def scale_init_(
 
 
 def _build_three_layer(
-    host: nn.Module, in_features: int, width: int, out_features: int, activation: str,
+    host: ThreeLayerNet | ThreeLayerRegressor, in_features: int, width: int, out_features: int, activation: str,
     init_gamma: float | None, init_std: float | None, bias: bool,
 ) -> None:
     """Give ``host`` the layers ``layer1``, ``layer2``, ``output`` and the activation, initialised as asked."""
@@ -219,7 +220,7 @@ def _build_three_layer(
             scale_init_(layer, gamma=init_gamma, std=init_std, width=width)
 
 
-def _three_layer_forward(host: nn.Module, x: Tensor) -> Tensor:  # (B, d) -> (B, out)
+def _three_layer_forward(host: ThreeLayerNet | ThreeLayerRegressor, x: Tensor) -> Tensor:  # (B, d) -> (B, out)
     return host.output(host.activation(host.layer2(host.activation(host.layer1(x)))))
 
 
@@ -243,6 +244,10 @@ class ThreeLayerNet(nn.Module):
         >>> net(torch.zeros(4, 1)).shape, round(float(net.layer2.weight.detach().std()), 4)
         (torch.Size([4, 1]), 0.001)
     """
+    layer1: nn.Linear
+    layer2: nn.Linear
+    output: nn.Linear
+    activation: nn.Module
 
     def __init__(
         self, in_features: int = 1, width: int = 100, out_features: int = 1, activation: str = "tanh",
@@ -270,6 +275,10 @@ class ThreeLayerRegressor(_Supervised):
         >>> model(torch.zeros(3, 1)).shape
         torch.Size([3, 1])
     """
+    layer1: nn.Linear
+    layer2: nn.Linear
+    output: nn.Linear
+    activation: nn.Module
 
     def __init__(
         self, in_features: int = 1, width: int = 100, out_features: int = 1, activation: str = "tanh",
@@ -290,7 +299,7 @@ class ThreeLayerRegressor(_Supervised):
         return F.mse_loss(self(x), y), {}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
+        return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"], momentum=self.hparams["momentum"])
 
 
 @dataclass
@@ -359,4 +368,4 @@ class TextClassifier(pl.LightningModule):
         self._step(batch, "val")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.Adam(self.parameters(), lr=self.hparams["lr"])

@@ -152,7 +152,7 @@ def full(head: str = "classifier", **needs: Unpack[PresetArguments]) -> MonitorG
     return _build(_FULL, head, needs)
 
 
-def _build(level: _Level, head: str, needs: dict[str, Any]) -> MonitorGroup:
+def _build(level: _Level, head: str, needs: Mapping[str, Any]) -> MonitorGroup:
     unknown = sorted(set(needs) - set(PresetArguments.__annotations__))
     if unknown:
         raise TypeError(f"presets take head and {sorted(PresetArguments.__annotations__)}; got unknown {unknown}.")

@@ -13,8 +13,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
-from torch.utils.data import default_collate
+from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
 
 from lightning_probes import batches as structure
 
@@ -382,7 +381,7 @@ class ProbeSet:
             parts: list = []
             seen = 0
             with torch.random.fork_rng(devices=[]):
-                for item in loader if loader is not None else dataset:
+                for item in loader if loader is not None else iter(dataset):
                     part = item if loader is not None else collate([item])
                     parts.append(part)
                     seen += structure.num_samples(part)

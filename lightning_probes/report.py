@@ -29,7 +29,7 @@ import os
 import re
 import struct
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -395,11 +395,11 @@ def _data_uri(png: bytes) -> str:
 
 
 def _markdown_blocks(text: str) -> list[dict[str, Any]]:
-    """Blocks separated by blank lines: markdown pipe tables become tables, single lines paragraphs, other blocks
+    r"""Blocks separated by blank lines: markdown pipe tables become tables, single lines paragraphs, other blocks
     preformatted text (plain strings; the template escapes them).
 
     Example:
-        >>> blocks = _markdown_blocks("Unit 3 is dead.\\n\\n| a | b |\\n|---|---|\\n| 1 | x \\\\| y |")
+        >>> blocks = _markdown_blocks("Unit 3 is dead.\n\n| a | b |\n|---|---|\n| 1 | x \\| y |")
         >>> blocks[0], blocks[1]["head"], blocks[1]["rows"]
         ({'kind': 'p', 'text': 'Unit 3 is dead.'}, ['a', 'b'], [['1', 'x | y']])
     """
@@ -474,7 +474,7 @@ def _run_view(run: RunLogs, index: int, several: bool) -> dict[str, Any]:
 
 
 def render_html(runs: RunLogs | list[RunLogs], title: str | None = None, root: str | None = None,
-                notes: list[str] = ()) -> str:
+                notes: Sequence[str] = ()) -> str:
     """The report page as one HTML string (pictures embedded): one run, or one section per run with a table of
     contents."""
     import jinja2
@@ -489,7 +489,7 @@ def render_html(runs: RunLogs | list[RunLogs], title: str | None = None, root: s
         title = (f"lightning-probes report: {os.path.basename(os.path.abspath(root))} ({len(runs)} runs)" if several
                  else f"lightning-probes report: {views[0]['name']}")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    macro = env.from_string(BLOCK).module.render_block
+    macro = getattr(env.from_string(BLOCK).module, "render_block")  # the template's macro: a dynamic attribute
     return env.from_string(PAGE).render(title=title, style=STYLE, root=root, runs=views, notes=list(notes),
                                         problems=[], render_block=macro)
 

@@ -153,7 +153,7 @@ def heatmap_image(
         if labels is not None:
             every = max(1, int(np.ceil(len(labels) / 16)))  # at most 16 labels an axis
             ticks = np.arange(0, n, every)
-            axis.set_ticks(ticks, [str(labels[i]) for i in ticks], fontsize="small")
+            axis.set_ticks(ticks, [str(labels[int(i)]) for i in ticks], fontsize="small")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     return _to_array(fig)
 

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch  # noqa: F401  (the doctests use it)
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from torch.distributed.tensor import DTensor
 
 __all__ = ["NEURON_LAYERS", "check_strategy", "full_parameters", "full_weight", "neuron_count", "neuron_weights"]
 
@@ -29,7 +32,7 @@ __all__ = ["NEURON_LAYERS", "check_strategy", "full_parameters", "full_weight", 
 NEURON_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def _is_dtensor(t: Any) -> bool:
+def _is_dtensor(t: Any) -> TypeGuard[DTensor]:
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # a torch without distributed
@@ -88,9 +91,10 @@ def full_parameters(trainer: Any = None, module: nn.Module | None = None) -> Ite
         elif module is not None:
             try:
                 from torch.distributed.fsdp import FSDPModule
-            except ImportError:
-                FSDPModule = ()  # type: ignore[assignment,misc]
-            sharded = [m for m in module.modules() if isinstance(m, FSDPModule)] if FSDPModule else []
+            except ImportError:  # a torch without FSDP2: nothing is sharded by it
+                sharded = []
+            else:
+                sharded = [m for m in module.modules() if isinstance(m, FSDPModule)]
             _gathered = bool(sharded)
             for m in sharded:
                 m.unshard()
@@ -105,7 +109,7 @@ def _keep_unsharded_through_forward(module: Any) -> Any:
     """FSDP2 reshards a module after each forward by default, which would turn the parameters back into shards in
     the middle of a block that calls the module (LIB's Jacobians do). Hold them whole until the block ends; returns
     the function that restores the module's own setting. (FSDP2 keeps it per parameter group, an int or a mesh;
-    the public ``set_reshard_after_forward`` takes a bool only, so the groups' own value is saved and put back.)"""
+    the public ``set_reshard_after_forward`` takes a bool only, so the groups' own value is saved and put back)."""
     state = module._get_fsdp_state()
     groups = list(getattr(state, "_fsdp_param_groups", None) or [])
     saved = [g.post_forward_mesh_info for g in groups]
@@ -172,9 +176,7 @@ def check_strategy(trainer: Any, who: str, reads_weights: bool = False) -> None:
             "strategy='ddp' or 'fsdp' (FSDPStrategy / ModelParallelStrategy), whose parameters are gathered."
         )
     if reads_weights and strategy is not None:
-        from lightning.pytorch.strategies import (
-            DDPStrategy, FSDPStrategy, ModelParallelStrategy, SingleDeviceStrategy,
-        )
+        from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
 
         if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy, FSDPStrategy, ModelParallelStrategy)):
             raise ValueError(

@@ -10,7 +10,7 @@ bar at all is left alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -52,7 +52,7 @@ def probing_status(trainer: Any, monitor_name: str, expected_seconds: float | No
             restore()
 
 
-def _set_status(bar: Any, status: str) -> Any:
+def _set_status(bar: Any, status: str) -> Callable[[], None] | None:
     """Append ``status`` to the train bar's description; returns the function that puts it back (or None)."""
     from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 
@@ -70,5 +70,10 @@ def _set_status(bar: Any, status: str) -> Any:
         before = progress.tasks[task].description
         progress.update(task, description=f"{before} · {status}")
         bar.refresh()
-        return lambda: (progress.update(task, description=before), bar.refresh())
+
+        def restore() -> None:
+            progress.update(task, description=before)
+            bar.refresh()
+
+        return restore
     return None
