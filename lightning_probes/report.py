@@ -24,27 +24,58 @@ from __future__ import annotations
 
 import base64
 import difflib
-import io
 import os
 import re
 import struct
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from lightning_probes.tensorboard import figure_png, line_figure
+
+if TYPE_CHECKING:
+    from lightning_probes.monitors.base import Monitor
 
 __all__ = ["Damage", "DamagedLogs", "RunLogs", "find_runs", "read_run", "read_runs", "render_html", "write_report"]
 
 EVENT_FILE = "events.out.tfevents."
-# sections in the order the dashboard shows them; anything else under probes/ follows in name order
-_ORDER = ["spectrum", "condensation", "interactions", "lib", "concepts"]
-_TITLES = {
-    "spectrum": "Feature-map spectrum (Nam et al. 2024)",
-    "condensation": "Condensation (Chen & Luo 2024; Zhou et al. 2022)",
-    "interactions": "AND-OR interactions (Cheng et al. 2024)",
-    "lib": "Local Interaction Basis (Bushnaq et al. 2024)",
-    "concepts": "Clustered compositional explanations (La Rosa et al. 2023)",
-}
+
+
+def _builtin_monitors() -> list[type[Monitor]]:
+    """The five monitors, in the order the dashboard shows them (imported here: report.py is read by the CLI before
+    any monitor is built, and the monitors do not import it)."""
+    from lightning_probes.monitors.concepts import ConceptMonitor
+    from lightning_probes.monitors.condensation import CondensationMonitor
+    from lightning_probes.monitors.interaction_basis import InteractionBasisMonitor
+    from lightning_probes.monitors.interactions import InteractionMonitor
+    from lightning_probes.monitors.spectrum import FeatureSpectrumMonitor
+
+    return [FeatureSpectrumMonitor, CondensationMonitor, InteractionMonitor, InteractionBasisMonitor, ConceptMonitor]
+
+
+def _section_order() -> list[str]:
+    """Monitor names in the dashboard's order; anything else under probes/ follows in name order."""
+    return [cls.name for cls in _builtin_monitors()]
+
+
+def _section_title(name: str) -> str:
+    """A report section's heading: the title of the monitor class whose default name is ``name`` (a user's own
+    Monitor subclass included, once imported), else the name itself."""
+    from lightning_probes.monitors.base import Monitor
+
+    pending, seen = list(Monitor.__subclasses__()), set()
+    while pending:
+        cls = pending.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        if cls.name == name and "title" in vars(cls):
+            return cls.title
+        pending.extend(cls.__subclasses__())
+    return name
+
+
 _LAYOUT_TAG = "custom_scalars__config__"
 _NOT_A_WRITER_TAG = {"hp_metric"}  # Lightning writes it at step 0 every time a fit starts, resumed or not
 
@@ -88,7 +119,8 @@ class RunLogs:
     def monitors(self) -> list[str]:
         names = {tag.split("/")[1] for tag in [*self.scalars, *self.texts, *self.images]
                  if tag.startswith("probes/") and tag.count("/") >= 2}
-        return sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
+        order = _section_order()
+        return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
 
     def probe_steps(self, monitor: str) -> list[int]:
         """The steps at which ``monitor`` logged any scalar (its successful probes), sorted."""
@@ -374,20 +406,10 @@ def _pick(runs: list[RunLogs], name: str) -> list[RunLogs]:
 
 # ---------------------------------------------------------------------------------------------- the page
 def _chart_png(title: str, series: dict[str, list[tuple[int, float]]]) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5.2, 3.2), dpi=90, layout="constrained")
-    ax = fig.add_subplot()
-    for tag, points in series.items():
-        steps, values = zip(*points)
-        ax.plot(steps, values, marker="." if len(points) < 60 else None, label=tag.split("/", 2)[-1])
-    ax.set(title=title, xlabel="step")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="x-small")
-    buffer = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buffer)
-    return buffer.getvalue()
+    """One report chart: the dashboard's line chart (``tensorboard.line_figure``, as TensorBoard pictures are drawn),
+    each series labelled by its tag below ``probes/<monitor>/``."""
+    lines = {tag.split("/", 2)[-1]: tuple(zip(*points)) for tag, points in series.items()}
+    return figure_png(line_figure(lines, title, xlabel="step", size=(5.2, 3.2)))  # type: ignore[arg-type]
 
 
 def _data_uri(png: bytes) -> str:
@@ -448,7 +470,7 @@ def _monitor_view(run: RunLogs, name: str, anchor: str) -> dict[str, Any]:
     failures = run.texts.get(prefix + "failures")
     return {
         "anchor": anchor,
-        "title": _TITLES.get(name, name),
+        "title": _section_title(name),
         "charts": charts,
         "rows": [{"key": t[len(prefix):], "step": pts[-1][0], "value": f"{pts[-1][1]:.4g}", "count": len(pts)}
                  for t, pts in sorted(mine.items())],

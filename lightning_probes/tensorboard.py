@@ -7,6 +7,7 @@ so once) and scalars still flow.
 
 from __future__ import annotations
 
+import io
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -19,8 +20,10 @@ __all__ = [
     "bar_image",
     "drawing",
     "drawing_seconds",
+    "figure_png",
     "has_matplotlib",
     "heatmap_image",
+    "line_figure",
     "line_image",
     "markdown_table",
     "merge_layouts",
@@ -94,21 +97,22 @@ def _to_array(fig: Any) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3) uint8
 
 
-@drawing()
-def line_image(
+def line_figure(
     series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str = "", ylabel: str = "",
     logy: bool = False, logx: bool = False, hlines: Mapping[str, float] | None = None,
-    vlines: Mapping[str, float] | None = None, ymin: float | None = None,
-) -> np.ndarray:
-    """Line plot of named ``(x, y)`` series as an (H, W, 3) uint8 image; ``ymin`` clips the y axis from below (on
-    a log axis, values far under what matters would squash the rest into a band).
+    vlines: Mapping[str, float] | None = None, ymin: float | None = None, size: tuple[float, float] = (5.0, 3.6),
+) -> Any:
+    """The line chart of named ``(x, y)`` series as a matplotlib Figure (Agg, no pyplot): the one line-chart routine
+    behind the TensorBoard pictures (:func:`line_image`) and the HTML report's charts (:func:`figure_png`).
+    ``ymin`` clips the y axis from below (on a log axis, values far under what matters would squash the rest into a
+    band); ``size`` is (width, height) in inches.
 
     Example:
-        >>> img = line_image({"a": ([1, 2, 3], [1.0, 0.5, 0.1])}, "spectrum", logy=True)
-        >>> img.dtype, img.ndim, img.shape[2]
-        (dtype('uint8'), 3, 3)
+        >>> fig = line_figure({"loss": ([0, 10, 20], [1.0, 0.4, 0.2])}, "loss", xlabel="step")
+        >>> figure_png(fig)[1:4]  # the PNG signature
+        b'PNG'
     """
-    fig = _figure(title=title)
+    fig = _figure(width=size[0], height=size[1], title=title)
     ax = fig.add_subplot()
     for label, (x, y) in series.items():
         ax.plot(np.asarray(x), np.asarray(y), marker="." if len(x) < 60 else None, label=label)
@@ -126,7 +130,32 @@ def line_image(
     ax.grid(alpha=0.3)
     if len(series) + len(hlines or {}) + len(vlines or {}) > 1:
         ax.legend(fontsize="small")
-    return _to_array(fig)
+    return fig
+
+
+@drawing()
+def line_image(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str = "", ylabel: str = "",
+    logy: bool = False, logx: bool = False, hlines: Mapping[str, float] | None = None,
+    vlines: Mapping[str, float] | None = None, ymin: float | None = None,
+) -> np.ndarray:
+    """:func:`line_figure` as an (H, W, 3) uint8 image, for TensorBoard.
+
+    Example:
+        >>> img = line_image({"a": ([1, 2, 3], [1.0, 0.5, 0.1])}, "spectrum", logy=True)
+        >>> img.dtype, img.ndim, img.shape[2]
+        (dtype('uint8'), 3, 3)
+    """
+    return _to_array(line_figure(series, title, xlabel, ylabel, logy, logx, hlines, vlines, ymin))
+
+
+def figure_png(fig: Any) -> bytes:
+    """A matplotlib Figure rendered to PNG bytes (Agg), for pages that embed pictures (the HTML report)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    buffer = io.BytesIO()
+    FigureCanvasAgg(fig).print_png(buffer)
+    return buffer.getvalue()
 
 
 @drawing()

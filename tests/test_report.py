@@ -77,11 +77,26 @@ def test_a_run_with_all_five_monitors_gets_every_section_and_its_final_table(fiv
     # the final tables: regime history, condensation per layer, top interactions, concept formulas
     for header in ("<th>regime</th>", "<th>neurons analysed</th>", "<th>players</th>", "<th>formula</th>"):
         assert header in page, header
+    for monitor in five_monitor_run.monitors:  # each section's heading is its monitor class's title
+        assert html.escape(type(monitor).title) in page, type(monitor).title
     # a curve for every chart of the layout that has data, plus the latest pictures: all embedded
     run = read_run(five_monitor_run.log_dir)
     charts = sum(len(c) for c in run.charts.values())
     assert page.count("data:image/png;base64,") >= len(run.images) + charts // 2
     assert "http" not in page.replace("http-equiv", "")
+
+
+def test_a_section_takes_its_heading_from_the_monitor_class_a_users_own_included():
+    from lightning_probes.monitors.base import Monitor
+    from lightning_probes.report import _section_title
+
+    class Sharpness(Monitor):  # a user's own monitor, imported before the report is written
+        name = "sharpness"
+        title = "Sharpness (my lab, 2026)"
+
+    assert _section_title("sharpness") == "Sharpness (my lab, 2026)"
+    assert _section_title("spectrum") == FeatureSpectrumMonitor.title
+    assert _section_title("no_such_monitor") == "no_such_monitor"  # unknown: the name itself
 
 
 # ---------------------------------------------------------------- safe: every string escaped

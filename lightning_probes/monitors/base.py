@@ -83,6 +83,8 @@ class Monitor(MonitorState, RunLogHooks, Summaries, RankWork):
     """
 
     name: str = "monitor"  # the class's default name; an instance's is set from name= (or derived at setup)
+    # what the measurement is and where it comes from: the section heading of the HTML report (report.py)
+    title: ClassVar[str] = "Monitor"
     needs_probe_data: ClassVar[bool] = True
     needs_grad: ClassVar[bool] = False
     # the scalars shown among the progress bar's metrics after each probe (a name, or a per-layer name's last part)

@@ -103,6 +103,7 @@ class ConceptMonitor(Monitor):
     """
 
     name = "concepts"
+    title = "Clustered compositional explanations (La Rosa et al. 2023)"
 
     def __init__(
         self,

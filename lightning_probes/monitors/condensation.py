@@ -96,6 +96,7 @@ class CondensationMonitor(Monitor):
     """
 
     name = "condensation"
+    title = "Condensation (Chen & Luo 2024; Zhou et al. 2022)"
     needs_probe_data = False
 
     def __init__(

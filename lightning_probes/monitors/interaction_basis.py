@@ -84,6 +84,7 @@ class InteractionBasisMonitor(Monitor):
     """
 
     name = "lib"
+    title = "Local Interaction Basis (Bushnaq et al. 2024)"
 
     def __init__(
         self,

@@ -119,6 +119,7 @@ class InteractionMonitor(Monitor):
     """
 
     name = "interactions"
+    title = "AND-OR interactions (Cheng et al. 2024)"
 
     def __init__(
         self,

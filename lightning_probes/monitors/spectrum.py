@@ -92,6 +92,7 @@ class FeatureSpectrumMonitor(Monitor):
     """
 
     name = "spectrum"
+    title = "Feature-map spectrum (Nam et al. 2024)"
 
     def __init__(
         self,
