@@ -21,11 +21,9 @@ from typing_extensions import override
 from lightning_probes.measures.interaction_basis import (
     InteractionGraph,
     ablation_curve,
-    constant_edge_share,
-    data_edges,
-    edges_for_mass,
     find_sections,
     interaction_graph,
+    layer_figures,
     path_quadrature,
 )
 from lightning_probes.monitors.base import Monitor, ProbeResult
@@ -336,24 +334,9 @@ class InteractionBasisMonitor(Monitor):
 
 
 def layer_scalars(graph: InteractionGraph, layers: Sequence[str]) -> dict[str, float]:
-    """The logged figures of every layer: counts over the data directions, the constant direction apart."""
-    scalars: dict[str, float] = {}
-    lib_bases, pca_bases = graph.bases.lib, graph.pca_graph_bases
-    for l, layer in enumerate(layers):
-        lib = data_edges(graph.lib_edges[l], lib_bases[l], lib_bases[l + 1])
-        pca = data_edges(graph.pca_edges[l], pca_bases[l], pca_bases[l + 1])
-        scalars[f"{layer}/n_directions"] = float(lib_bases[l].n_data_directions)
-        scalars[f"{layer}/n_directions_pca"] = float(pca_bases[l].n_data_directions)
-        for q in (90, 99):
-            scalars[f"{layer}/edges_{q}"] = float(edges_for_mass(lib, q / 100))
-            scalars[f"{layer}/edges_{q}_pca"] = float(edges_for_mass(pca, q / 100))
-        scalars[f"{layer}/constant_edge_share"] = constant_edge_share(graph.lib_edges[l], lib_bases[l],
-                                                                      lib_bases[l + 1])
-        scalars[f"{layer}/constant_edge_share_pca"] = constant_edge_share(graph.pca_edges[l], pca_bases[l],
-                                                                          pca_bases[l + 1])
-        lam0 = lib_bases[l].constant_eigenvalue
-        scalars[f"{layer}/constant_lambda"] = 0.0 if lam0 is None else float(lam0)
-    return scalars
+    """The logged figures of every layer (``measures.interaction_basis.layer_figures``) as ``<layer>/<figure>``."""
+    return {f"{layer}/{key}": value for layer, figures in zip(layers, layer_figures(graph))
+            for key, value in figures.as_scalars().items()}
 
 
 def _token_flattened(

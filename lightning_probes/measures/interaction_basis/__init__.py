@@ -49,7 +49,8 @@ accumulated in float64 and every eigen-problem runs in float64.
 Symbols: N samples; p_l the width of node layer l (flattened); k_l the number of directions kept.
 
 One concept a module: :mod:`.jacobians` (bias folding, the sections' Jacobians and their checks), :mod:`.bases`
-(whitened PCA, the output basis, the LIB backward pass) and :mod:`.graph` (edges, sparsity figures, node ablation); :mod:`.sections` finds a model's sections.
+(whitened PCA, the output basis, the LIB backward pass), :mod:`.graph` (edges, sparsity figures, node ablation) and
+:mod:`.summary` (the per-layer figures a monitor logs); :mod:`.sections` finds a model's sections.
 Every name is re-exported here, so ``from lightning_probes.measures.interaction_basis import ...`` works as before.
 """
 
@@ -84,6 +85,7 @@ from lightning_probes.measures.interaction_basis.jacobians import (
     path_quadrature,
 )
 from lightning_probes.measures.interaction_basis.sections import SUPPORTED, ModelSections, find_sections
+from lightning_probes.measures.interaction_basis.summary import LayerFigures, layer_figures
 
 __all__ = [
     "SUPPORTED",
@@ -92,6 +94,7 @@ __all__ = [
     "Gradients",
     "InteractionBasis",
     "InteractionGraph",
+    "LayerFigures",
     "ModelSections",
     "Section",
     "WhitenedPCA",
@@ -106,6 +109,7 @@ __all__ = [
     "interaction_basis",
     "interaction_edges",
     "interaction_graph",
+    "layer_figures",
     "lib_jacobians",
     "path_quadrature",
     "pca_basis",
