@@ -7,7 +7,7 @@ Symbols: B samples in a batch, p features, C outputs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -32,10 +32,23 @@ class FeatureStatistics(Metric):
     of Σ y yᵀ the class counts n_c. ``nonfinite`` counts samples whose features hold NaN/Inf; their values still
     enter the sums so every rank sees the same (poisoned) result. Memory O((p + C)²), independent of N.
 
+    ``product`` chooses the precision of each batch's O(B (p + C)²) product zᵀz; the sums are float64 either way.
+    ``"float64"`` is exact to float64 rounding. ``"float32"`` is for accelerators, which run float32 matrix products
+    at 32–64× their float64 rate: it takes the product of d = z − c in float32, c the first batch's feature mean
+    (rounded to float32; zero on the target and constant coordinates), and adds it back in float64 on every batch,
+    Σ z zᵀ = Σ d dᵀ + (Σ d) cᵀ + c (Σ d)ᵀ + B c cᵀ, so the float32 rounding is relative to the spread of the
+    features, not to their mean (a large common mean would otherwise come back amplified by m²/σ² in the centred
+    covariance), and every rank's sums stay sums of the same quantity (DDP's reduction is unchanged). ``"auto"``
+    (the default) is ``"float32"`` for features on an accelerator and ``"float64"`` on the CPU.
+
     Args:
         num_features: p, the feature dimension.
         num_outputs: C, the number of classes (integer targets) or regression outputs (float targets).
         classification: integer class targets (one-hot y, class statistics) or real-valued targets.
+        product: ``"auto"``, ``"float64"`` or ``"float32"``: the precision of each batch's product (see above).
+
+    Raises:
+        ValueError: ``num_features`` or ``num_outputs`` below 1, or an unknown ``product``.
 
     Example:
         >>> stats = FeatureStatistics(num_features=3, num_outputs=2)
@@ -49,13 +62,18 @@ class FeatureStatistics(Metric):
     is_differentiable = False
     higher_is_better = None
 
-    def __init__(self, num_features: int, num_outputs: int, classification: bool = True, **kwargs) -> None:
+    def __init__(self, num_features: int, num_outputs: int, classification: bool = True,
+                 product: Literal["auto", "float64", "float32"] = "auto", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if num_features < 1 or num_outputs < 1:
             raise ValueError(f"num_features and num_outputs must be positive, got {num_features}, {num_outputs}.")
+        if product not in ("auto", "float64", "float32"):
+            raise ValueError(f"product must be 'auto', 'float64' or 'float32', got {product!r}.")
         self.num_features = num_features
         self.num_outputs = num_outputs
         self.classification = classification
+        self.product = product
+        self._centre: Tensor | None = None  # (p + C + 1,) float64 shift c of the float32 product, set by a batch
         size = num_features + num_outputs + 1
         self.add_state("moments", torch.zeros(size, size, dtype=_F64), dist_reduce_fx="sum")
         self.add_state("nonfinite", torch.zeros((), dtype=_F64), dist_reduce_fx="sum")
@@ -78,7 +96,28 @@ class FeatureStatistics(Metric):
         # a sample's features are non-finite iff their sum is: one (B,) reduction instead of a (B, p) mask. (Finite
         # values whose sum overflows float64 would also have overflowing squares, so the moments are lost either way.)
         self.nonfinite.add_((~torch.isfinite(z[:, :p].sum(dim=1))).sum())
-        self.moments.addmm_(z.T, z)
+        if self.product == "float32" or (self.product == "auto" and z.device.type != "cpu"):
+            self._add_float32_product(z)
+        else:
+            self.moments.addmm_(z.T, z)
+
+    def _add_float32_product(self, z: Tensor) -> None:
+        """Add zᵀz to the moments: the (B, q)ᵀ(B, q) product in float32 around the shift c, undone in float64."""
+        if self._centre is None:
+            centre = torch.zeros(z.shape[1], dtype=_F64, device=z.device)
+            centre[: self.num_features] = z[:, : self.num_features].mean(0).float().double()
+            self._centre = torch.nan_to_num(centre, nan=0.0, posinf=0.0, neginf=0.0)  # a poisoned batch: no shift
+        c = self._centre
+        d = (z - c).float()  # (B, q): rounding relative to |z − c|
+        self.feature_eps = max(self.feature_eps, torch.finfo(torch.float32).eps)
+        s = d.double().sum(0)  # (q,) the same float32 values, summed in float64
+        self.moments.add_((d.T @ d).double())
+        self.moments.addr_(s, c).addr_(c, s).addr_(c, c, alpha=float(len(z)))
+
+    def reset(self) -> None:
+        """Clear the sums (torchmetrics) and the float32 product's shift: the next probe centres on its own mean."""
+        super().reset()
+        self._centre = None
 
     def _write_targets(self, out: Tensor, targets: Tensor, batch: int) -> None:
         if len(targets) != batch:
