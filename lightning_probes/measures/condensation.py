@@ -166,6 +166,8 @@ def condensed_directions(cosine: Tensor, threshold: float = 0.95, signed: bool =
         raise ValueError(f"threshold is a cosine level in (0, 1] (0.95 in the papers), got {threshold}.")
     if cosine.ndim != 2 or cosine.shape[0] != cosine.shape[1]:
         raise ValueError(f"cosine must be a square (m, m) matrix, got shape {tuple(cosine.shape)}.")
+    if not bool(torch.isfinite(cosine).all()):
+        raise ValueError("cosine must hold only finite values (NaN or Inf: the weights it came from are not finite).")
     m = cosine.shape[0]
     alive = cosine.diagonal() > 0.5  # (m,) the diagonal is exactly 1 (alive) or 0 (dead)
     labels = torch.full((m,), -1, dtype=torch.long)
