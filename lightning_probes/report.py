@@ -408,8 +408,9 @@ def _pick(runs: list[RunLogs], name: str) -> list[RunLogs]:
 def _chart_png(title: str, series: dict[str, list[tuple[int, float]]]) -> bytes:
     """One report chart: the dashboard's line chart (``tensorboard.line_figure``, as TensorBoard pictures are drawn),
     each series labelled by its tag below ``probes/<monitor>/``."""
-    lines = {tag.split("/", 2)[-1]: tuple(zip(*points)) for tag, points in series.items()}
-    return figure_png(line_figure(lines, title, xlabel="step", size=(5.2, 3.2)))  # type: ignore[arg-type]
+    lines = {tag.split("/", 2)[-1]: ([step for step, _ in points], [value for _, value in points])
+             for tag, points in series.items()}
+    return figure_png(line_figure(lines, title, xlabel="step", size=(5.2, 3.2)))
 
 
 def _data_uri(png: bytes) -> str:

@@ -17,9 +17,10 @@ p small enough that the full solve is cheaper, no convergence within the basis b
 by ``k_cap`` (e.g. the uncentred operator with a large bias, whose Π̂ never reaches 1) — the full ``eigh`` is run and
 the result says so (``fallback``, ``reason``).
 
-The float32 accumulation for GPUs is :class:`~lightning_probes.measures.spectrum.metrics.MomentAccumulator`
-(float32 accumulation of Σ x xᵀ with a float64 (or compensated float32)
-reduction per batch and a shift, for GPUs whose float64 throughput is 1/32–1/64 of float32).
+On accelerators, whose float64 throughput is 1/32–1/64 of float32, the statistics take each batch's product in
+float32 around a shift with float64 sums (``FeatureStatistics(product="auto")``, what the monitor uses);
+:class:`~lightning_probes.measures.spectrum.metrics.MomentAccumulator` does the same for plain Σ x xᵀ, with a
+compensated float32 reduction where a device has no float64.
 
 Symbols: p features (q = p + 1 for the augmented operator), C outputs, k the leading eigenpairs found, m the Krylov
 basis size, b its block size.
