@@ -29,7 +29,7 @@ from lightning_probes.measures.condensation import (
     eigenvector_order,
     singular_values,
 )
-from tests.test_condensation_measures import condensed_layer
+from test_condensation_measures import condensed_layer
 
 
 def direct_labels(cosine: torch.Tensor, threshold: float = 0.95, signed: bool = False) -> torch.Tensor:
