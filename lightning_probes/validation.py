@@ -114,9 +114,11 @@ def check_choice(name: str, value: Any, choices: Sequence[Any] | Mapping[Any, st
         ...
         ValueError: nc4_means must be 'previous' or 'current', got 'currnet'. Did you mean 'current'?
         >>> check_choice("stage_by", "norm_grow", {"norm_growth": "the amplitude blow-up", "relative_change": ""})
+        ... # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        ValueError: stage_by must be 'norm_growth' (the amplitude blow-up) or 'relative_change', got 'norm_grow'. Did you mean 'norm_growth'?
+        ValueError: stage_by must be 'norm_growth' (the amplitude blow-up) or 'relative_change', got 'norm_grow'.
+        Did you mean 'norm_growth'?
     """
     try:
         known = value in choices
