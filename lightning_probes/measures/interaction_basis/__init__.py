@@ -49,7 +49,8 @@ accumulated in float64 and every eigen-problem runs in float64.
 Symbols: N samples; p_l the width of node layer l (flattened); k_l the number of directions kept.
 
 One concept a module: :mod:`.jacobians` (bias folding, the sections' Jacobians and their checks), :mod:`.bases`
-(whitened PCA, the output basis, the LIB backward pass) and :mod:`.graph` (edges, sparsity figures, node ablation); :mod:`.sections` finds a model's sections.
+(whitened PCA, the output basis, the LIB backward pass) and :mod:`.graph` (edges, sparsity figures, node
+ablation); :mod:`.sections` finds a model's sections.
 Every name is re-exported here, so ``from lightning_probes.measures.interaction_basis import ...`` works as before.
 """
 
