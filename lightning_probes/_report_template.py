@@ -36,7 +36,8 @@ PAGE = """<!DOCTYPE html>
 <p class="note">{{ note }}</p>
 {%- endfor %}
 {%- if run.monitors %}
-<p>{% for m in run.monitors %}<a href="#{{ m.anchor }}">{{ m.title }}</a>{% if not loop.last %} · {% endif %}{% endfor %}</p>
+<p>{% for m in run.monitors %}<a href="#{{ m.anchor }}">{{ m.title }}</a>
+{%- if not loop.last %} · {% endif %}{% endfor %}</p>
 {%- else %}
 <p><b>No lightning-probes monitor logged in this run.</b></p>
 {%- endif %}
@@ -49,21 +50,27 @@ PAGE = """<!DOCTYPE html>
 <div class="figures">{% for fig in m.charts %}<img alt="{{ fig.alt }}" src="{{ fig.src }}">{% endfor %}</div>
 {%- if m.rows %}
 <h3>Final values</h3><table><thead><tr><th>scalar</th><th>last step</th><th>value</th><th>probes</th></tr></thead>
-<tbody>{% for row in m.rows %}<tr><td>{{ row.key }}</td><td>{{ row.step }}</td><td>{{ row.value }}</td><td>{{ row.count }}</td></tr>{% endfor %}</tbody></table>
+<tbody>
+{%- for row in m.rows %}<tr><td>{{ row.key }}</td><td>{{ row.step }}</td><td>{{ row.value }}</td><td>
+{{- row.count }}</td></tr>{% endfor %}</tbody></table>
 {%- endif %}
 {%- for text in m.texts %}
-<h3>{{ text.key }} (step {{ text.step }}{% if text.unchanged_through %}, unchanged through step {{ text.unchanged_through }}{% endif %})</h3>
+<h3>{{ text.key }} (step {{ text.step }}
+{%- if text.unchanged_through %}, unchanged through step {{ text.unchanged_through }}{% endif %})</h3>
 {%- for block in text.blocks %}{{ render_block(block) }}{% endfor %}
 {%- endfor %}
 {%- if m.pictures %}
 <h3>Latest pictures</h3><div class="figures">
-{%- for pic in m.pictures %}<figure><img alt="{{ pic.alt }}" src="{{ pic.src }}"><figcaption>{{ pic.caption }}, step {{ pic.step }}</figcaption></figure>{% endfor %}</div>
+{%- for pic in m.pictures %}<figure><img alt="{{ pic.alt }}" src="{{ pic.src }}"><figcaption>
+{{- pic.caption }}, step {{ pic.step }}</figcaption></figure>{% endfor %}</div>
 {%- endif %}
 </section>
 {%- endfor %}
 {%- if run.others %}
 <section><h2>Training metrics</h2><table><thead><tr><th>scalar</th><th>last step</th><th>value</th></tr></thead>
-<tbody>{% for row in run.others %}<tr><td>{{ row.key }}</td><td>{{ row.step }}</td><td>{{ row.value }}</td></tr>{% endfor %}</tbody></table></section>
+<tbody>
+{%- for row in run.others %}<tr><td>{{ row.key }}</td><td>{{ row.step }}</td><td>{{ row.value }}</td></tr>
+{%- endfor %}</tbody></table></section>
 {%- endif %}
 <section><h2>Settings</h2>
 {%- for name, text in run.settings %}

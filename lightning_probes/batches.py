@@ -97,6 +97,10 @@ def leaves(tree: Any, path: Path = ()) -> list[tuple[Path, Tensor]]:
 def num_samples(tree: Any) -> int:
     """The number of samples of a nested batch: dim 0 of its tensor leaves, which must all agree.
 
+    Raises:
+        TypeError: the batch holds no tensor.
+        ValueError: a 0-d tensor, or tensors with different sample counts.
+
     Example:
         >>> num_samples((torch.zeros(4, 2), torch.arange(4)))
         4
@@ -173,7 +177,11 @@ def set_path(tree: Any, path: Path, value: Any) -> Any:
 
 def find_target_key(batch: Mapping, target_key: str | None = None) -> str | None:
     """The key of a mapping batch that holds the targets: ``target_key`` (which must be present) or the first of
-    :data:`TARGET_KEYS` present; None if there is none."""
+    :data:`TARGET_KEYS` present; None if there is none.
+
+    Raises:
+        KeyError: target_key is given but not a key of the batch.
+    """
     if target_key is not None:
         if target_key not in batch:
             raise KeyError(f"target_key={target_key!r} is not a key of the batch; its keys: {list(batch)}.")
@@ -183,6 +191,11 @@ def find_target_key(batch: Mapping, target_key: str | None = None) -> str | None
 
 def split_batch(batch: Any, target_key: str | None = None) -> tuple[Any, Any, Path]:
     """(inputs, targets or None, path of the inputs in the batch) by the call rule of this module.
+
+    Raises:
+        ValueError: a tuple or list of more than 2 elements.
+        TypeError: a batch that is not a tensor, tuple, list or mapping.
+        KeyError: as :func:`find_target_key`.
 
     Example:
         >>> inputs, y, path = split_batch({"input_ids": torch.zeros(2, 3), "labels": torch.ones(2)})
@@ -254,6 +267,10 @@ def logits_of(output: Any) -> Tensor:
 
 def resolve_callable(spec: Callable | str | None, what: str) -> Callable | None:
     """A hook given as a callable or as an import path ``"pkg.mod.fn"`` (or ``"pkg.mod:fn"``), for YAML configs.
+
+    Raises:
+        TypeError: spec neither a callable nor an import path, or resolving to a non-callable.
+        ValueError: an import path that is malformed, cannot be imported, or lacks the attribute.
 
     Example:
         >>> resolve_callable("math.sqrt", "forward")(16.0)

@@ -9,16 +9,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["MLPClassifier", "ShapesCNN", "TextClassifier", "TextClassifierOutput", "ThreeLayerNet",
-           "ThreeLayerRegressor", "scale_init_"]
+__all__ = ["Activation", "Loss", "MLPClassifier", "ShapesCNN", "TextClassifier", "TextClassifierOutput",
+           "ThreeLayerNet", "ThreeLayerRegressor", "scale_init_"]
 
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+Activation = Literal["relu", "tanh", "gelu"]
+"""The hidden activation of the bundled models."""
+Loss = Literal["cross_entropy", "mse"]
+"""The training loss of :class:`MLPClassifier`."""
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 
 def _activation(name: str) -> nn.Module:
@@ -63,6 +69,9 @@ class MLPClassifier(_Supervised):
         weight_decay: SGD weight decay.
         loss: ``"cross_entropy"`` or ``"mse"`` (on one-hot targets, the setting of Nam et al. 2024).
 
+    Raises:
+        ValueError: an unknown loss or activation, or no hidden layer.
+
     Example:
         >>> model = MLPClassifier(in_features=64, hidden=(32, 16), num_classes=10)
         >>> model(torch.zeros(5, 64)).shape
@@ -76,11 +85,11 @@ class MLPClassifier(_Supervised):
         in_features: int = 64,
         hidden: Sequence[int] = (256, 256),
         num_classes: int = 10,
-        activation: str = "relu",
+        activation: Activation = "relu",
         lr: float = 0.1,
         momentum: float = 0.0,
         weight_decay: float = 0.0,
-        loss: str = "cross_entropy",
+        loss: Loss = "cross_entropy",
     ) -> None:
         super().__init__()
         if loss not in ("cross_entropy", "mse"):
@@ -125,6 +134,9 @@ class ShapesCNN(_Supervised):
         num_classes: number of classes (9 = 3 shapes x 3 colours).
         channels: output channels of ``conv1`` and ``conv2``.
         lr: Adam learning rate.
+
+    Raises:
+        ValueError: channels not two positive widths.
 
     Example:
         >>> net = ShapesCNN(channels=(8, 16))
@@ -175,6 +187,10 @@ def scale_init_(
     Returns:
         ``module`` itself.
 
+    Raises:
+        ValueError: not exactly one of gamma and std; no nn.Linear to take the width from and no width; width not
+            positive; std negative or not finite.
+
     Example:
         >>> net = scale_init_(nn.Linear(100, 100), gamma=1.5)
         >>> round(float(net.weight.detach().std()), 4)
@@ -201,7 +217,7 @@ def scale_init_(
 
 
 def _build_three_layer(
-    host: ThreeLayerNet | ThreeLayerRegressor, in_features: int, width: int, out_features: int, activation: str,
+    host: ThreeLayerNet | ThreeLayerRegressor, in_features: int, width: int, out_features: int, activation: Activation,
     init_gamma: float | None, init_std: float | None, bias: bool,
 ) -> None:
     """Give ``host`` the layers ``layer1``, ``layer2``, ``output`` and the activation, initialised as asked."""
@@ -238,6 +254,9 @@ class ThreeLayerNet(nn.Module):
 
     Neither ``init_gamma`` nor ``init_std``: PyTorch's default init. Layers: ``layer1``, ``layer2``, ``output``.
 
+    Raises:
+        ValueError: a size that is not positive, an unknown activation, or both init_gamma and init_std.
+
     Example:
         >>> _ = torch.manual_seed(0)
         >>> net = ThreeLayerNet(1, 100, 1, init_gamma=1.5)
@@ -250,7 +269,7 @@ class ThreeLayerNet(nn.Module):
     activation: nn.Module
 
     def __init__(
-        self, in_features: int = 1, width: int = 100, out_features: int = 1, activation: str = "tanh",
+        self, in_features: int = 1, width: int = 100, out_features: int = 1, activation: Activation = "tanh",
         init_gamma: float | None = None, init_std: float | None = None, bias: bool = True,
     ) -> None:
         super().__init__()
@@ -270,6 +289,9 @@ class ThreeLayerRegressor(_Supervised):
         lr: SGD learning rate (0.2 trains width 100 from γ = 1.5 through its plateau in about 1000 steps).
         momentum: SGD momentum.
 
+    Raises:
+        ValueError: lr not positive, or as :class:`ThreeLayerNet`.
+
     Example:
         >>> model = ThreeLayerRegressor(width=16, init_gamma=1.0)
         >>> model(torch.zeros(3, 1)).shape
@@ -281,7 +303,7 @@ class ThreeLayerRegressor(_Supervised):
     activation: nn.Module
 
     def __init__(
-        self, in_features: int = 1, width: int = 100, out_features: int = 1, activation: str = "tanh",
+        self, in_features: int = 1, width: int = 100, out_features: int = 1, activation: Activation = "tanh",
         init_gamma: float | None = 1.5, init_std: float | None = None, bias: bool = True, lr: float = 0.2,
         momentum: float = 0.0,
     ) -> None:

@@ -37,6 +37,10 @@ def resolve_module(
     -> ``"model.classifier"``) and the closest names by ``difflib``; the error lists the modules of ``kind`` only
     when there are few of them.
 
+    Raises:
+        ValueError: no module of that name (the message suggests close names).
+        TypeError: the module is not of the kind asked for.
+
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
         >>> resolve_module(net, "2", nn.Linear)
@@ -94,6 +98,10 @@ def capture(model: nn.Module, layers: Mapping[str, Where]) -> Iterator[dict[str,
 
     The yielded dict maps each name to the tensor of that module's most recent call (its first positional input
     for ``"input"``). It is refreshed on every forward pass inside the ``with`` block.
+
+    Raises:
+        ValueError: a capture point other than 'input' or 'output'.
+        TypeError: (during the forward pass) a module called without a tensor first input, or returning a non-tensor.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
@@ -182,6 +190,11 @@ class ProbeSet:
         targets: optional hook ``batch -> targets``, or its import path; default: the call rule.
         target_key: the key holding the targets in mapping batches (default: the first of ``"labels"``,
             ``"label"``, ``"y"``, ``"target"`` present).
+
+    Raises:
+        ValueError: an unknown probe_data name; an (x, y) pair of different lengths or tensors of different sample
+            counts; max_samples or batch_size not a positive integer; target_key not a non-empty string.
+        TypeError: probe_data of another type, or a sequence or mapping without tensors.
 
     Example:
         >>> probe = ProbeSet((torch.randn(10, 3), torch.arange(10)), max_samples=8, batch_size=3)
@@ -350,7 +363,11 @@ class ProbeSet:
     # ------------------------------------------------------------------ fixing the samples
     def materialise(self, trainer: Any = None, device: torch.device | str | None = None) -> None:
         """Fix the samples (at fit start); ``trainer`` is needed for ``"train"`` / ``"val"`` / ``"test"``. Then
-        keep them on ``device`` (the module's)."""
+        keep them on ``device`` (the module's).
+
+        Raises:
+            ValueError: the probe set is empty, or a fit loader name without a trainer or without that loader.
+        """
         if not self.ready:
             src = self.source
             if isinstance(src, (Tensor, tuple, list, Mapping)):
@@ -433,7 +450,11 @@ def _fit_loader(trainer: Any, which: str) -> DataLoader:
 
 def check_forward(probe: ProbeSet, module: nn.Module, owner: str) -> None:
     """Run one probe sample through the model at fit start, so probe data the model cannot take (wrong shape,
-    dtype or keys) fails with a message about the probe data, not deep in a probe as a shape error."""
+    dtype or keys) fails with a message about the probe data, not deep in a probe as a shape error.
+
+    Raises:
+        ValueError: the model cannot run on one probe sample (the cause is chained).
+    """
     inputs, _ = probe.split(probe.batch(slice(0, 1), device=getattr(module, "device", None)))
     try:
         with probing(module):

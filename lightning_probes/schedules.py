@@ -47,6 +47,9 @@ class Schedule(ABC):
 class Every(Schedule):
     """Probe at ``start``, ``start + n``, ``start + 2n``, ...
 
+    Raises:
+        ValueError: n not a positive integer, or start negative.
+
     Example:
         >>> due = every(10, start=5)
         >>> [s for s in range(40) if due(s, Clock())]
@@ -72,6 +75,9 @@ class LogSpaced(Schedule):
 
     Early training is where regimes form, so it is sampled densely; ``max_interval`` caps the gap late in
     training (probe at least every ``max_interval`` steps).
+
+    Raises:
+        ValueError: per_decade not a positive integer, or max_interval not positive.
 
     Example:
         >>> due = log_spaced(per_decade=4)
@@ -113,6 +119,9 @@ class Budget(Schedule):
     shows how the measurement moved. On a run long against one probe the budget probes more often than that, and
     the floor never acts. When the budget cannot afford the next probe for long (:meth:`starved`), the monitor is
     asked for a cheaper probe (``Monitor.cheaper``).
+
+    Raises:
+        ValueError: fraction not positive, min_interval below 1, or min_probes not a non-negative integer.
 
     Example:
         >>> due = budget(0.05)
@@ -192,23 +201,40 @@ class Budget(Schedule):
 
 
 def every(n: int, start: int = 0) -> Every:
-    """Probe every ``n`` optimizer steps from ``start``."""
+    """Probe every ``n`` optimizer steps from ``start``.
+
+    Raises:
+        ValueError: n not a positive integer, or start negative.
+    """
     return Every(n, start)
 
 
 def log_spaced(per_decade: int = 10, max_interval: int | None = None) -> LogSpaced:
-    """Probe densely early and sparsely late (``per_decade`` probes per decade of steps)."""
+    """Probe densely early and sparsely late (``per_decade`` probes per decade of steps).
+
+    Raises:
+        ValueError: per_decade not a positive integer, or max_interval not positive.
+    """
     return LogSpaced(per_decade, max_interval)
 
 
 def budget(fraction: float = 0.05, min_interval: int = 1, min_probes: int = 3) -> Budget:
     """Probe as often as a time budget of ``fraction`` of training allows, and at least ``min_probes`` times in a
-    run of known length (start, evenly spaced middle points, end; see :class:`Budget`)."""
+    run of known length (start, evenly spaced middle points, end; see :class:`Budget`).
+
+    Raises:
+        ValueError: fraction not positive, min_interval below 1, or min_probes not a non-negative integer.
+    """
     return Budget(fraction, min_interval, min_probes)
 
 
 def as_schedule(schedule: Schedule | int) -> Schedule:
-    """An int ``n`` means ``every(n)``; a :class:`Schedule` passes through."""
+    """An int ``n`` means ``every(n)``; a :class:`Schedule` passes through.
+
+    Raises:
+        TypeError: neither an int (a bool is refused) nor a Schedule.
+        ValueError: an int that is not positive.
+    """
     if isinstance(schedule, bool):
         raise TypeError("schedule must be an int or a Schedule, not a bool.")
     if isinstance(schedule, int):

@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["StopOnRegime", "StopWhen", "Trigger"]
+__all__ = ["Regime", "StopOnRegime", "StopWhen", "Trigger"]
+
+Regime = Literal["MF", "EF", "below"]
+"""A regime :class:`StopOnRegime` waits for: minimal feature, extended feature, or below (too few directions)."""
 
 
 class Trigger(ABC):
@@ -49,6 +52,12 @@ class StopWhen(Trigger):
             ``EarlyStopping(mode=..., min_delta=..., patience=...)`` does with its checks. A NaN is no improvement.
         min_delta: the smallest change that counts as an improvement (with ``mode``).
 
+    Raises:
+        ValueError: no metric name; an unknown mode; mode together with a threshold, or neither; min_delta
+            negative or without mode; below greater than above; patience not a positive integer; min_step
+            negative.
+        KeyError: at a probe, when the monitor does not report ``metric`` (raised by :meth:`check`).
+
     Example:
         >>> stop = StopWhen("loss_like", below=0.5, patience=2)
         >>> [stop.check(step, {"loss_like": v}, "probes/x/") for step, v in enumerate([0.4, 0.9, 0.3, 0.2])]
@@ -60,7 +69,7 @@ class StopWhen(Trigger):
 
     def __init__(
         self, metric: str, below: float | None = None, above: float | None = None, patience: int = 1,
-        min_step: int = 0, mode: str | None = None, min_delta: float = 0.0,
+        min_step: int = 0, mode: Literal["min", "max"] | None = None, min_delta: float = 0.0,
     ) -> None:
         if not isinstance(metric, str) or not metric:
             raise ValueError("StopWhen needs the name of a scalar the monitor reports, e.g. 'n_features'.")
@@ -162,6 +171,9 @@ class StopOnRegime(StopWhen):
     "MF" never fires on "below". A probe whose regime is undefined (no ``regime`` scalar, or NaN: constant features,
     a zero function) never counts and breaks the run of consecutive probes.
 
+    Raises:
+        ValueError: an unknown regime, or a patience / min_step that :class:`StopWhen` refuses.
+
     Example:
         >>> stop = StopOnRegime("MF", patience=2)
         >>> [stop.check(s, {"regime": r}, "probes/spectrum/") is not None for s, r in enumerate([0, 1, 1])]
@@ -173,7 +185,7 @@ class StopOnRegime(StopWhen):
 
     CODES = {"MF": 1.0, "EF": 0.0, "below": -1.0}
 
-    def __init__(self, regime: str = "MF", patience: int = 1, min_step: int = 0) -> None:
+    def __init__(self, regime: Regime = "MF", patience: int = 1, min_step: int = 0) -> None:
         if regime not in self.CODES:
             raise ValueError(f"regime must be 'MF' (minimal feature), 'EF' (extended feature) or 'below' (fewer "
                              f"than C - 1 output directions used), got {regime!r}.")

@@ -35,6 +35,9 @@ def _refuse(name: str, what: str, value: Any, hint: str = "") -> ValueError:
 def check_int(name: str, value: Any, low: int | None = 1, *, what: str | None = None, optional: bool = False) -> Any:
     """``value`` must be an int (not a bool) ``>= low`` (any int if ``low`` is None); with ``optional``, None passes.
 
+    Raises:
+        ValueError: value is not an int >= low (nor None with optional).
+
     Example:
         >>> check_int("top_k", 6)
         6
@@ -74,6 +77,9 @@ def check_real(name: str, value: Any, interval: str, *, what: str | None = None,
     ``"[0, inf)"`` (an open infinite end refuses inf), ``"(0, inf]"``. NaN lies in no interval. With ``optional``,
     None passes.
 
+    Raises:
+        ValueError: value is not a real number in the interval (nor None with optional), or the interval is malformed.
+
     Example:
         >>> check_real("tau", 0.05, "(0, 1)")
         0.05
@@ -106,6 +112,9 @@ def _alternatives(choices: Sequence[Any] | Mapping[Any, str]) -> str:
 def check_choice(name: str, value: Any, choices: Sequence[Any] | Mapping[Any, str], *, what: str | None = None) -> Any:
     """``value`` must be one of ``choices`` (a mapping describes each choice); a close miss gets "Did you mean".
 
+    Raises:
+        ValueError: value is not one of the choices (the message suggests the closest).
+
     Example:
         >>> check_choice("search", "beam", ("exact", "beam"))
         'beam'
@@ -114,9 +123,11 @@ def check_choice(name: str, value: Any, choices: Sequence[Any] | Mapping[Any, st
         ...
         ValueError: nc4_means must be 'previous' or 'current', got 'currnet'. Did you mean 'current'?
         >>> check_choice("stage_by", "norm_grow", {"norm_growth": "the amplitude blow-up", "relative_change": ""})
+        ... # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        ValueError: stage_by must be 'norm_growth' (the amplitude blow-up) or 'relative_change', got 'norm_grow'. Did you mean 'norm_growth'?
+        ValueError: stage_by must be 'norm_growth' (the amplitude blow-up) or 'relative_change', got 'norm_grow'.
+        Did you mean 'norm_growth'?
     """
     try:
         known = value in choices
@@ -132,6 +143,9 @@ def check_choice(name: str, value: Any, choices: Sequence[Any] | Mapping[Any, st
 def check_bool(name: str, value: Any, *, what: str = "True or False") -> bool:
     """``value`` must be a bool (not 0 / 1: a flag given a number is usually another argument's value).
 
+    Raises:
+        ValueError: value is not a bool.
+
     Example:
         >>> check_bool("center", 1)
         Traceback (most recent call last):
@@ -145,6 +159,9 @@ def check_bool(name: str, value: Any, *, what: str = "True or False") -> bool:
 
 def check_name(name: str, value: Any, *, what: str, optional: bool = False) -> Any:
     """``value`` must be a non-empty string (a module name, a batch key); with ``optional``, None passes.
+
+    Raises:
+        ValueError: value is not a non-empty string (nor None with optional).
 
     Example:
         >>> check_name("head", "", what="the name of the final nn.Linear module, e.g. head='classifier'")
@@ -162,6 +179,9 @@ def check_name(name: str, value: Any, *, what: str, optional: bool = False) -> A
 def check_names(name: str, value: Any, *, example: str, allow_empty: bool = False) -> list[str]:
     """``value`` must be a list (not a string) of distinct non-empty strings, non-empty unless ``allow_empty``;
     returns it as a list. ``example`` shows a valid value in the message.
+
+    Raises:
+        ValueError: value is not a list of non-empty module names (empty only with allow_empty), or repeats a name.
 
     Example:
         >>> check_names("layers", ("a", "b"), example="['layer1', 'layer2']")

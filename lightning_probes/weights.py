@@ -189,6 +189,10 @@ def check_strategy(trainer: Any, who: str, reads_weights: bool = False) -> None:
 def neuron_count(module: nn.Module) -> int:
     """How many neurons (input-weight rows) a neuron layer has, from its declared sizes (safe before sharding).
 
+    Raises:
+        TypeError: the module is not a layer of neurons (Linear, convolution, MultiheadAttention with its own
+            projections).
+
     Example:
         >>> neuron_count(nn.Conv2d(3, 8, 3)), neuron_count(nn.MultiheadAttention(4, 2)), neuron_count(nn.Linear(2, 5))
         (8, 12, 5)
@@ -213,6 +217,10 @@ def neuron_weights(module: nn.Module, trainer: Any = None) -> tuple[Tensor, Tens
     — one output channel is one neuron (with ``groups > 1`` each channel's row reads its own group's inputs).
     MultiheadAttention: ``in_proj_weight`` (3E, E) and ``in_proj_bias``. Any other module: its 2-D ``weight`` and 1-D
     ``bias`` if present. The rows are checked against the layer's declared size, so a shard is never measured.
+
+    Raises:
+        ValueError: a weight of an unexpected shape or one DeepSpeed partitions.
+        TypeError: as :func:`neuron_count`.
 
     Example:
         >>> conv = nn.Conv2d(3, 8, kernel_size=(3, 5))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import scipy.linalg
@@ -35,6 +36,7 @@ from torch import Tensor
 __all__ = [
     "CondensationStats",
     "GrowthPeak",
+    "HeatmapOrder",
     "cluster_order",
     "cluster_shares",
     "condensation_stats",
@@ -52,6 +54,9 @@ __all__ = [
     "singular_values",
     "stable_rank",
 ]
+
+HeatmapOrder = Literal["eigenvector", "cluster"]
+"""The neuron order of the cosine heatmap: by the leading eigenvector (the papers'), or clusters as blocks."""
 
 
 def _check_layer(weight: Tensor, bias: Tensor | None) -> None:
@@ -88,6 +93,9 @@ def neuron_directions(weight: Tensor, bias: Tensor | None = None) -> tuple[Tenso
         ``(directions, alive)``: directions (m, d + 1) in float64 (d columns without bias), the rows of
         zero-norm ("dead") neurons left at zero; alive (m,) bool, False for those neurons.
 
+    Raises:
+        ValueError: weight not 2-D, bias not (m,), or NaN/Inf in either.
+
     Example:
         >>> u, alive = neuron_directions(torch.tensor([[3.0, 0.0], [0.0, 0.0]]), torch.tensor([4.0, 0.0]))
         >>> u
@@ -116,6 +124,9 @@ def cosine_matrix(weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
     Returns:
         C, shape (m, m), float64, symmetric, diagonal 1 for the alive neurons.
+
+    Raises:
+        ValueError: weight not 2-D, bias not (m,), or NaN/Inf in either.
 
     Example:
         >>> cosine_matrix(torch.tensor([[1.0, 0.0], [1.0, 1.0], [-2.0, 0.0]]))
@@ -154,6 +165,9 @@ def condensed_directions(cosine: Tensor, threshold: float = 0.95, signed: bool =
     Returns:
         labels, shape (m,), int64: 0 for the largest cluster, 1 for the next (ties broken by the lowest neuron
         index), ...; -1 for dead neurons. The number of directions is ``labels.max() + 1``.
+
+    Raises:
+        ValueError: threshold outside (0, 1], or cosine not a square matrix.
 
     Example:
         >>> w = torch.tensor([[1.0, 0.0], [-1.0, 0.01], [0.0, 1.0], [1.0, 0.02]])
@@ -245,6 +259,9 @@ def cluster_order(labels: Tensor, cosine: Tensor) -> Tensor:
     Returns:
         perm, shape (m,), int64: ``cosine[perm][:, perm]`` is the block picture of the papers.
 
+    Raises:
+        ValueError: cosine does not match labels (m, m).
+
     Example:
         >>> w = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, -1.0], [1.0, 0.01]])
         >>> c = cosine_matrix(w)
@@ -301,6 +318,9 @@ def singular_values(weight: Tensor) -> Tensor:
 
     Returns:
         σ, shape (min(m, d),), float64, non-negative, descending.
+
+    Raises:
+        ValueError: weight not 2-D, bias not (m,), or NaN/Inf in either.
 
     Example:
         >>> singular_values(torch.tensor([[3.0, 0.0, 0.0], [0.0, -4.0, 0.0]]))
@@ -407,6 +427,9 @@ def relative_change(weight: Tensor, initial: Tensor) -> float:
     Returns:
         The ratio; ``inf`` when W_0 = 0 and W_t ≠ 0, 0.0 when both are zero.
 
+    Raises:
+        ValueError: the initial weights do not match the weights' shape, or either holds NaN or Inf.
+
     Example:
         >>> relative_change(torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 4.0]]))
         0.75
@@ -439,6 +462,9 @@ def sample_neurons(n_neurons: int, max_neurons: int, seed: int = 0) -> Tensor:
 
     Returns:
         indices, shape (min(m, max_neurons),), int64, ascending.
+
+    Raises:
+        ValueError: max_neurons below 2.
 
     Example:
         >>> sample_neurons(5, 10)
@@ -540,7 +566,7 @@ def condensation_stats(
     signed: bool = False,
     max_neurons: int = 2048,
     seed: int = 0,
-    order: str = "eigenvector",
+    order: HeatmapOrder = "eigenvector",
     baseline: bool = True,
 ) -> CondensationStats:
     """All condensation figures of one layer from one Gram matrix (SCIENCE.md §2).
@@ -563,6 +589,10 @@ def condensation_stats(
 
     Returns:
         A :class:`CondensationStats`.
+
+    Raises:
+        ValueError: weight not 2-D with at least one row, bias not (m,), NaN/Inf, initial_weight of another shape,
+            max_neurons below 2, threshold outside (0, 1], or an unknown order.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -698,6 +728,9 @@ def random_directions_baseline(n_neurons: int, dim: int, threshold: float = 0.95
     random lines already fall into a handful of clusters, so a low count there is no evidence of condensation; in
     many dimensions random directions stay apart and the baseline is ≈ n_neurons.
 
+    Raises:
+        ValueError: n_neurons or dim not positive.
+
     Example:
         >>> random_directions_baseline(100, 50)
         100.0
@@ -768,10 +801,15 @@ def orientation_amplitude(weight: Tensor, bias: Tensor | None, outgoing: Tensor 
     with |a_k| the norm of the neuron's outgoing weights (the column k of the next layer; 1 without it).
 
     Args:
-        weight: (m, 1) input weights; bias: (m,) or None; outgoing: (m_next, m) next layer's weight, or None.
+        weight: (m, 1) input weights.
+        bias: (m,) biases, or None.
+        outgoing: (m_next, m) next layer's weight, or None.
 
     Returns:
         ``(angle, amplitude)``, each (m,) float64.
+
+    Raises:
+        ValueError: weight is not (m, 1), bias not (m,), outgoing without one column per neuron, or NaN/Inf.
 
     Example:
         >>> ang, amp = orientation_amplitude(torch.tensor([[1.0], [0.0]]), torch.tensor([0.0, 2.0]),
@@ -784,9 +822,12 @@ def orientation_amplitude(weight: Tensor, bias: Tensor | None, outgoing: Tensor 
         raise ValueError(f"orientation angles are defined for a 1-D input, got weight {tuple(weight.shape)}.")
     w = weight.detach().to(torch.float64)[:, 0]  # (m,)
     b = torch.zeros_like(w) if bias is None else bias.detach().to(torch.float64)
-    a = torch.ones_like(w) if outgoing is None else torch.linalg.vector_norm(outgoing.detach().to(torch.float64), dim=0)
-    if a.shape != w.shape:
-        raise ValueError(f"outgoing weight {tuple(outgoing.shape)} must have one column per neuron ({len(w)}).")
+    if outgoing is None:
+        a = torch.ones_like(w)
+    else:
+        a = torch.linalg.vector_norm(outgoing.detach().to(torch.float64), dim=0)
+        if a.shape != w.shape:
+            raise ValueError(f"outgoing weight {tuple(outgoing.shape)} must have one column per neuron ({len(w)}).")
     return torch.atan2(b, w), a * torch.sqrt(w * w + b * b)
 
 

@@ -54,6 +54,10 @@ def fit_linear_probe(
     Returns:
         A :class:`LinearProbe`.
 
+    Raises:
+        ValueError: features not (N, ...) with N >= 1 or with NaN/Inf; labels not 1-D integer classes in 0..num_classes
+            - 1, or not one per feature row.
+
     Example:
         >>> f = torch.tensor([[0.0], [1.0], [2.0], [3.0]]); y = torch.tensor([0, 0, 1, 1])
         >>> probe = fit_linear_probe(f, y, 2)

@@ -45,7 +45,7 @@ from lightning_probes.measures.concepts.ranges import (
     range_masks,
     upsample_activations,
 )
-from lightning_probes.measures.concepts.search import SearchResult, best_formula, exhaustive_search
+from lightning_probes.measures.concepts.search import SearchMethod, SearchResult, best_formula, exhaustive_search
 from lightning_probes.measures.concepts.summary import ConceptSummary, RangeFigures, concept_summary
 from lightning_probes.measures.concepts.table import ConceptTable, prepare_concepts
 
@@ -61,6 +61,7 @@ __all__ = [
     "Op",
     "RangeExplanation",
     "RangeFigures",
+    "SearchMethod",
     "SearchResult",
     "activation_ranges",
     "best_formula",

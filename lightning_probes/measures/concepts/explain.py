@@ -16,7 +16,7 @@ from lightning_probes.measures.concepts.metrics import (
     mask_statistics,
 )
 from lightning_probes.measures.concepts.ranges import activation_ranges, range_masks, upsample_activations
-from lightning_probes.measures.concepts.search import best_formula
+from lightning_probes.measures.concepts.search import SearchMethod, best_formula
 from lightning_probes.measures.concepts.table import ConceptTable
 
 __all__ = ["RangeExplanation", "explain_unit"]
@@ -55,7 +55,7 @@ def explain_unit(
     concept_names: Sequence[str] | None = None,
     num_clusters: int = 5,
     max_length: int = 3,
-    method: str = "exact",
+    method: SearchMethod = "exact",
     beam_width: int = 5,
     first_beam: int = 10,
     time_budget: float | None = None,
@@ -70,13 +70,19 @@ def explain_unit(
             with ``spatial_size=(h, w)``).
         concept_names: K names for readable formulas; ``c<index>`` if omitted.
         num_clusters: K ranges (1 = classic top-0.5% threshold).
-        max_length, method, beam_width, first_beam, time_budget: see :func:`best_formula`.
+        max_length: longest formula (see :func:`best_formula`).
+        method: ``"exact"`` or ``"beam"`` (see :func:`best_formula`).
+        beam_width: beam size for ``"beam"``.
+        first_beam: atoms in the first beam.
+        time_budget: seconds allowed for the exact search, or None for no limit.
 
     Returns:
         One :class:`RangeExplanation` per range, lowest first.
 
     Raises:
         InactiveUnitError: the unit never activates.
+        ValueError: concept names or activations that do not match the table, or the arguments
+            :func:`best_formula` refuses.
 
     Example:
         >>> concepts = torch.zeros(4, 2, 2, 2, dtype=torch.bool)  # (N, K, H, W)
@@ -94,8 +100,9 @@ def explain_unit(
         raise ValueError(f"activations have {activations.shape[0]} samples, the concepts {table.num_samples}.")
     ranges = activation_ranges(activations, num_clusters)
     maps = activations
-    if activations.dim() == 3 and table.spatial_size and tuple(activations.shape[1:]) != table.spatial_size:
-        maps = upsample_activations(activations, table.spatial_size)
+    size = table.spatial_size  # (H, W) of spatial concepts, () for per-sample ones
+    if activations.dim() == 3 and size and tuple(activations.shape[1:]) != size:
+        maps = upsample_activations(activations, (size[0], size[1]))
     out = []
     for c, mask in enumerate(range_masks(maps, ranges)):
         result = best_formula(table, mask, max_length, method, beam_width, first_beam, time_budget)

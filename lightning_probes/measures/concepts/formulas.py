@@ -1,4 +1,4 @@
-"""Logical formulas of atomic concepts and the counts that give their IoU with a unit mask, with its bounds.
+r"""Logical formulas of atomic concepts and the counts that give their IoU with a unit mask, with its bounds.
 
 Step 3 of SCIENCE.md section 5 (La Rosa, Gilpin, Capobianco, NeurIPS 2023, arXiv 2310.18443; Mu & Andreas,
 "Compositional Explanations of Neurons", NeurIPS 2020): maximise IoU(M, F) = |M ∧ F| / |M ∨ F| over formulas
@@ -6,7 +6,7 @@ F of at most 3 atomic concepts joined by AND, OR, AND NOT. Formulas grow one ato
 grammar of both papers' beam search), so length-3 formulas are ``(a op b) op c``; atoms do not repeat (a
 repeated atom only yields the mask of a shorter formula, or the empty mask).
 
-* An IoU needs only two numbers, I = |M ∧ F| and O = |F \\ M| (IoU = I / (|M| + O)), and for F = (a op b) op c
+* An IoU needs only two numbers, I = |M ∧ F| and O = |F \ M| (IoU = I / (|M| + O)), and for F = (a op b) op c
   both follow by inclusion-exclusion from counts of single atoms, pairs |a ∧ c| and triples |a ∧ b ∧ c|,
   counted inside and outside M. Pairs are one matrix product; the triples of one pair (a, b) with every c
   are one pass over the columns, shared by its four prefixes a AND b, a OR b, a AND NOT b, b AND NOT a.
@@ -158,7 +158,7 @@ class _Stats:
         return (both @ self.columns.T).to(torch.float64)
 
     def iou(self, inside: Tensor, outside: Tensor) -> Tensor:
-        """IoU = I / (|M| + O) from I = |M ∧ F| and O = |F \\ M| (|M| > 0)."""
+        r"""IoU = I / (|M| + O) from I = |M ∧ F| and O = |F \ M| (|M| > 0)."""
         return inside / (self.m + outside)
 
 

@@ -57,6 +57,9 @@ def explanation_metrics(unit_mask: Tensor, formula_mask: Tensor) -> ExplanationM
     Returns:
         :class:`ExplanationMetrics`.
 
+    Raises:
+        ValueError: the masks differ in shape, have no samples, or are not boolean (or 0/1 integer).
+
     Example:
         >>> m = torch.tensor([[1, 1, 0], [0, 0, 0]]).bool()
         >>> f = torch.tensor([[1, 0, 0], [1, 0, 0]]).bool()
@@ -120,10 +123,14 @@ def mask_statistics(unit_mask: Tensor, formula_mask: Tensor) -> MaskStatistics:
     """Mask sizes of a unit mask M and a formula mask F, see :class:`MaskStatistics`.
 
     Args:
-        unit_mask: M, boolean, shape (N, *S). formula_mask: F, boolean, same shape.
+        unit_mask: M, boolean, shape (N, *S).
+        formula_mask: F, boolean, same shape.
 
     Returns:
         :class:`MaskStatistics`.
+
+    Raises:
+        ValueError: the masks do not share a shape (N, ...) with N >= 1.
 
     Example:
         >>> m = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]]).bool()
@@ -154,6 +161,9 @@ def label_masked_inputs(inputs: Tensor, label_mask: Tensor, generator: torch.Gen
     Returns:
         Tensor of the inputs' shape.
 
+    Raises:
+        ValueError: label_mask is not (N, h, w) for the inputs (N, [C,] H, W).
+
     Example:
         >>> x = torch.ones(1, 1, 2, 2); keep = torch.tensor([[[True, False], [False, False]]])
         >>> out = label_masked_inputs(x, keep, torch.Generator().manual_seed(0))
@@ -181,11 +191,16 @@ def label_masking_score(before: Tensor, after: Tensor, low: float, high: float) 
     are left out (the reference counts them as 0, which measures how often the range fires, not the label).
 
     Args:
-        before: the unit's activations (N, *S) on the samples that contain the label. after: the same on the
-            label-masked samples. low, high: the range.
+        before: the unit's activations (N, *S) on the samples that contain the label.
+        after: the same on the label-masked samples.
+        low: the range's lower bound (closed).
+        high: the range's upper bound (closed).
 
     Returns:
         The score, NaN when no sample has a position in the range.
+
+    Raises:
+        ValueError: before and after are not (N, ...) of one shape.
 
     Example:
         >>> a = torch.tensor([[1.0, 2.0, 0.0]]); round(label_masking_score(a, 2 * a, 1.0, 2.0), 12)
@@ -221,7 +236,11 @@ def prediction_change_rate(logits: Tensor, ablated_logits: Tensor) -> float:
     values in range c set to 0 (:func:`zero_range`, applied by a forward hook on the concept layer).
 
     Args:
-        logits: (N, C) of the intact network. ablated_logits: (N, C) with the range zeroed.
+        logits: (N, C) of the intact network.
+        ablated_logits: (N, C) with the range zeroed.
+
+    Raises:
+        ValueError: the two are not both (N, C) with N >= 1.
 
     Example:
         >>> prediction_change_rate(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]]))

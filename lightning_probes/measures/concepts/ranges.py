@@ -43,6 +43,10 @@ def kmeans_1d(values: Tensor, num_clusters: int, weights: Tensor | None = None) 
         Cluster boundaries as indices into ``values``, shape (K + 1,), int64: cluster c holds
         ``values[b[c]:b[c + 1]]``.
 
+    Raises:
+        ValueError: values not 1-D, finite and strictly increasing; num_clusters outside [1, n]; weights not positive,
+            one per value.
+
     Example:
         >>> kmeans_1d(torch.tensor([0.0, 0.1, 0.2, 5.0, 5.1, 9.0]), 3).tolist()
         [0, 3, 5, 6]
@@ -75,8 +79,8 @@ def kmeans_1d(values: Tensor, num_clusters: int, weights: Tensor | None = None) 
     for k in range(1, num_clusters):
         new_cost = torch.full_like(cost, math.inf)
         # points i whose optimum is needed: room must remain for the later clusters; the last layer needs i = n
-        hi = n - (num_clusters - 1 - k)
-        lo, hi = torch.tensor([k + 1 if k < num_clusters - 1 else n]), torch.tensor([hi])
+        last = n - (num_clusters - 1 - k)
+        lo, hi = torch.tensor([k + 1 if k < num_clusters - 1 else n]), torch.tensor([last])
         opt_lo, opt_hi = torch.tensor([k]), hi - 1  # allowed split points j
         while lo.numel():
             mid = (lo + hi) // 2
@@ -169,6 +173,9 @@ def upsample_activations(activations: Tensor, size: tuple[int, int]) -> Tensor:
     Returns:
         Shape (N, U, H, W) or (N, H, W); returned unchanged when already of that size.
 
+    Raises:
+        ValueError: activations not (N, U, h, w) or (N, h, w).
+
     Example:
         >>> upsample_activations(torch.ones(2, 3, 4, 4), (8, 8)).shape
         torch.Size([2, 3, 8, 8])
@@ -198,6 +205,9 @@ def range_masks(activations: Tensor, ranges: Tensor) -> Tensor:
 
     Returns:
         Boolean masks, shape (R, *S).
+
+    Raises:
+        ValueError: ranges not (R, 2).
 
     Example:
         >>> range_masks(torch.tensor([0.5, 1.0, 2.0, 3.0]), torch.tensor([[1.0, 2.0]])).int().tolist()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -28,7 +29,10 @@ from lightning_probes.measures.concepts.formulas import (
 )
 from lightning_probes.measures.concepts.table import ConceptTable
 
-__all__ = ["SearchResult", "best_formula", "exhaustive_search"]
+__all__ = ["SearchMethod", "SearchResult", "best_formula", "exhaustive_search"]
+
+SearchMethod = Literal["exact", "beam"]
+"""A formula search of :func:`best_formula`: exact branch-and-bound, or the paper's beam search."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,9 @@ def exhaustive_search(table: ConceptTable, unit_mask: Tensor, max_length: int = 
 
     Returns:
         A :class:`SearchResult` with ``method="exhaustive"``.
+
+    Raises:
+        ValueError: max_length not 1, 2 or 3.
     """
     result = _search(table, unit_mask, _check_search_args(table, max_length), prune=False, deadline=None)
     assert result is not None
@@ -181,11 +188,11 @@ def _beam_search(table: ConceptTable, unit_mask: Tensor, max_length: int, beam_w
                 ious = stats.iou(fi + ci - fci, fo + co - fco)
             else:
                 ious = stats.iou(fi - fci, fo - fco)  # (B, K)
-            for row, f in enumerate(formulas):
-                used = set(f.atoms())
+            for row, formula in enumerate(formulas):
+                used = set(formula.atoms())
                 for c in range(k):
                     if c not in used:
-                        g = Compound(op, f, Atom(c))
+                        g = Compound(op, formula, Atom(c))
                         pool.setdefault(_canonical(g), (float(ious[row, c]), g))
                         evaluated += 1
         # stable sort: among equal IoUs the shorter / earlier formula stays ahead
@@ -198,7 +205,7 @@ def best_formula(
     table: ConceptTable,
     unit_mask: Tensor,
     max_length: int = 3,
-    method: str = "exact",
+    method: SearchMethod = "exact",
     beam_width: int = 5,
     first_beam: int = 10,
     time_budget: float | None = None,
@@ -221,6 +228,10 @@ def best_formula(
 
     Returns:
         A :class:`SearchResult`.
+
+    Raises:
+        ValueError: max_length not 1, 2 or 3; an unknown method; beam_width or first_beam below 1; time_budget not
+            positive.
 
     Example:
         >>> concepts = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 1, 1], [0, 0, 1]]).bool()  # (N=4, K=3)

@@ -45,7 +45,11 @@ class ConceptTable:
         return column_mask[self.group].reshape(self.num_samples, -1)
 
     def column_counts(self, unit_mask: Tensor) -> Tensor:
-        """Number of unit-mask positions in each column, shape (G,) float64."""
+        """Number of unit-mask positions in each column, shape (G,) float64.
+
+        Raises:
+            ValueError: the unit mask is not boolean (or 0/1 integer), or does not have the concepts' size.
+        """
         flat = unit_mask.reshape(-1)
         if flat.dtype != torch.bool and (flat.is_floating_point() or not bool(((flat == 0) | (flat == 1)).all())):
             raise ValueError(f"the unit mask must be a boolean (or 0/1 integer) tensor, got dtype {flat.dtype}.")
@@ -68,6 +72,10 @@ def prepare_concepts(concepts: Tensor, spatial_size: tuple[int, int] | None = No
 
     Returns:
         A :class:`ConceptTable`.
+
+    Raises:
+        ValueError: concepts not boolean (or 0/1 integer), not (N, K) or (N, K, H, W), empty, or all False; a
+            spatial_size that is not (h, w) of positive integers.
 
     Example:
         >>> table = prepare_concepts(torch.tensor([[1, 0], [1, 0], [0, 1]]).bool())

@@ -27,7 +27,7 @@ from lightning_probes.measures.interaction_basis.jacobians import (
 
 _F64 = torch.float64
 FinalBasis = Literal["logits", "pca", "identity"]
-_FINAL_BASES = ("logits", "pca", "identity")
+_FINAL_BASES: tuple[FinalBasis, ...] = ("logits", "pca", "identity")
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,10 @@ def whitened_pca(activations: Tensor, truncation: float = 1e-6) -> WhitenedPCA:
     Returns:
         :class:`WhitenedPCA` in float64.
 
+    Raises:
+        ValueError: fewer than 2 samples, NaN or Inf in the activations, or a truncation that is not positive and
+            finite.
+
     Example:
         >>> a = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 2.0], [0.0, -2.0]])
         >>> pca = whitened_pca(a)
@@ -195,7 +199,7 @@ def _logits_basis(width: int, device: torch.device) -> Basis:
     return Basis(C=C, C_inv=C.T.clone(), eigenvalues=ones, spectrum=ones)
 
 
-def _output_basis(final_basis: str, pca: Basis, last: Tensor) -> Basis:
+def _output_basis(final_basis: FinalBasis, pca: Basis, last: Tensor) -> Basis:
     if final_basis == "pca":
         return pca
     width = last[0].numel()
@@ -224,12 +228,13 @@ def _lib_layer(
     benchmark can show what keeping the constant apart changes.
     """
     width = pca.Y.shape[0]
-    keep_all = kept is not None and len(activations) * next_basis.n_directions * width <= max_jacobian_elements
+    fits = len(activations) * next_basis.n_directions * width <= max_jacobian_elements
+    store = kept if fits else None  # where the Jacobians are kept for the edges (None: not kept)
     M_dash = torch.zeros(width, width, dtype=_F64, device=pca.Y.device)  # (p+1, p+1)
     for J in lib_jacobians(section, activations, next_basis.C, max_jacobian_elements, gradients=gradients,
                            integration_points=integration_points):
-        if keep_all:
-            kept.append(J)
+        if store is not None:
+            store.append(J)
         J = J.to(_F64).reshape(-1, width)  # (B k', p+1): Σ_b J_bᵀ J_b as one product
         M_dash.addmm_(J.T, J)
     M_dash /= len(activations)
@@ -293,6 +298,11 @@ def interaction_basis(
     Returns:
         :class:`InteractionBasis` with ``lib[l]`` and ``pca[l]`` for every node layer (float64).
 
+    Raises:
+        ValueError: no sections; activations that do not match the sections (count, samples, shapes, or check=True finds
+            a section that does not map one node layer to the next); NaN or Inf; an unknown final_basis or gradients; a
+            truncation or integration_points that is not positive.
+
     Warns:
         UserWarning: a node layer is at least as wide as the number of samples, so its centred activations span
             at most N − 1 directions and both LIB and PCA are capped there.
@@ -318,9 +328,9 @@ def interaction_basis(
 
 def _warn_capped(activations: Sequence[Tensor]) -> None:
     n = len(activations[0])
-    capped = [(l, a[0].numel()) for l, a in enumerate(activations[:-1]) if a[0].numel() >= n]
+    capped = [(layer, a[0].numel()) for layer, a in enumerate(activations[:-1]) if a[0].numel() >= n]
     if capped:
-        where = ", ".join(f"node layer {l} (width {p})" for l, p in capped)
+        where = ", ".join(f"node layer {layer} (width {width})" for layer, width in capped)
         warnings.warn(
             f"only {n} probe samples for {where}: centred activations of N samples span at most N - 1 = {n - 1} "
             f"directions, so LIB and PCA both keep at most {n - 1} data directions there. Use more probe samples "
@@ -333,7 +343,7 @@ def _backward_pass(
     sections: Sequence[Section],
     activations: Sequence[Tensor],
     truncation: float,
-    final_basis: str,
+    final_basis: FinalBasis,
     max_jacobian_elements: int,
     check: bool,
     keep_jacobians: bool,
@@ -358,9 +368,9 @@ def _backward_pass(
     pca = [pca_basis(w) for w in pcas]
     lib: list[Basis] = [_output_basis(final_basis, pca[-1], activations[-1])]
     jacobians: list[list[Tensor]] = [[] for _ in sections]  # per layer: kept LIB Jacobian chunks (or empty)
-    for l in range(len(sections) - 1, -1, -1):  # output backwards: layer l needs layer l+1's scaled basis
-        kept = jacobians[l] if keep_jacobians else None
-        basis = _lib_layer(sections[l], activations[l], lib[0], pcas[l], truncation, max_jacobian_elements, kept,
-                           gradients, integration_points, mix_constant)
+    for layer in range(len(sections) - 1, -1, -1):  # output backwards: a layer needs the next one's scaled basis
+        kept = jacobians[layer] if keep_jacobians else None
+        basis = _lib_layer(sections[layer], activations[layer], lib[0], pcas[layer], truncation, max_jacobian_elements,
+                           kept, gradients, integration_points, mix_constant)
         lib.insert(0, basis)
     return InteractionBasis(lib=lib, pca=pca), jacobians

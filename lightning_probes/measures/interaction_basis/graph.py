@@ -69,6 +69,9 @@ def interaction_graph(
     :attr:`InteractionGraph.pca_graph_bases` (tested), but the LIB edges reuse the Jacobians of the M' pass when
     they fit in ``max_jacobian_elements``. ``gradients`` applies to M' and to both graphs' edges.
 
+    Raises:
+        ValueError: as :func:`interaction_basis`.
+
     Example:
         >>> from torch import nn
         >>> _ = torch.manual_seed(0)
@@ -82,16 +85,17 @@ def interaction_graph(
     """
     bases, jacobians = _backward_pass(sections, activations, truncation, final_basis, max_jacobian_elements, check,
                                       True, gradients, integration_points)
-    options = dict(gradients=gradients, integration_points=integration_points)
     lib_edges = []
-    for l, section in enumerate(sections):
-        chunks = jacobians[l] or lib_jacobians(section, activations[l], bases.lib[l + 1].C, max_jacobian_elements,
-                                               **options)
-        lib_edges.append(_edges_from_jacobians(chunks, activations[l], bases.lib[l], bases.lib[l + 1].n_directions))
-        jacobians[l] = []  # this layer's Jacobians are no longer needed
+    for layer, section in enumerate(sections):
+        chunks = jacobians[layer] or lib_jacobians(section, activations[layer], bases.lib[layer + 1].C,
+                                                   max_jacobian_elements, gradients=gradients,
+                                                   integration_points=integration_points)
+        lib_edges.append(_edges_from_jacobians(chunks, activations[layer], bases.lib[layer],
+                                               bases.lib[layer + 1].n_directions))
+        jacobians[layer] = []  # this layer's Jacobians are no longer needed
     graph = InteractionGraph(bases=bases, lib_edges=lib_edges, pca_edges=[])
     graph.pca_edges.extend(interaction_edges(sections, activations, graph.pca_graph_bases, max_jacobian_elements,
-                                             **options))
+                                             gradients=gradients, integration_points=integration_points))
     return graph
 
 
@@ -110,6 +114,9 @@ def edge_matrix(
     ∂f̂^{l+1}/∂f̂^l = J C_invᵀ with J from :func:`lib_jacobians` (the chain rule through f = C_invᵀ f̂; equal to
     differentiating f̂^{l+1} as a function of f̂^l directly — tested). With ``gradients="integrated"`` J is the
     path average J̄, so E_ij = E_x[((J̄ C_invᵀ)_ij f̂_j)²]: the integral inside the square.
+
+    Raises:
+        ValueError: as :func:`lib_jacobians`.
 
     Example:
         >>> from torch import nn
@@ -155,15 +162,18 @@ def interaction_edges(
 
     Pass ``InteractionBasis.lib`` for LIB edges, or :attr:`InteractionGraph.pca_graph_bases` (PCA, ending at the
     same output basis) for the PCA baseline.
+
+    Raises:
+        ValueError: the numbers of sections, activations and bases do not agree, or as :func:`edge_matrix`.
     """
     if len(bases) != len(activations) or len(sections) + 1 != len(activations):
         raise ValueError(
             f"need L sections, L+1 activations and L+1 bases; got {len(sections)}, {len(activations)}, {len(bases)}."
         )
     return [
-        edge_matrix(sections[l], activations[l], bases[l], bases[l + 1], max_jacobian_elements, gradients=gradients,
-                    integration_points=integration_points)
-        for l in range(len(sections))
+        edge_matrix(sections[layer], activations[layer], bases[layer], bases[layer + 1], max_jacobian_elements,
+                    gradients=gradients, integration_points=integration_points)
+        for layer in range(len(sections))
     ]
 
 
@@ -199,6 +209,9 @@ def constant_edge_share(edges: Tensor, basis: Basis, next_basis: Basis) -> float
 
 def edges_for_mass(edges: Tensor, fraction: float) -> int:
     """Fewest edges whose summed weight reaches ``fraction`` of the total edge mass (0 if there is no mass).
+
+    Raises:
+        ValueError: fraction outside (0, 1], or edges that are not finite and non-negative.
 
     Example:
         >>> edges_for_mass(torch.tensor([[5.0, 3.0], [1.0, 1.0]]), 0.9)
@@ -242,6 +255,10 @@ def ablation_curve(
 
     Returns:
         (len(ks),) accuracies in [0, 1], float64.
+
+    Raises:
+        ValueError: targets that are not 1-D class indices of the output's classes, or not one per sample; activations
+            with NaN or Inf; ks outside [0, k].
     """
     if len(targets) != len(activations):
         raise ValueError(f"got {len(activations)} activations but {len(targets)} targets.")

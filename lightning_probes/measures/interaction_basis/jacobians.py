@@ -24,6 +24,9 @@ _GRADIENTS = ("plain", "integrated")
 def augment(activations: Tensor) -> Tensor:
     """Flatten node activations (N, *shape) to (N, p) and prepend the constant coordinate: (N, p+1).
 
+    Raises:
+        ValueError: activations without a feature axis (fewer than 2 dimensions).
+
     Example:
         >>> augment(torch.tensor([[2.0, 3.0]])).tolist()
         [[1.0, 2.0, 3.0]]
@@ -43,6 +46,9 @@ def path_quadrature(points: int) -> tuple[Tensor, Tensor]:
     """Gauss–Legendre nodes α_k ∈ (0, 1) and weights w_k (Σ w_k = 1) for ∫₀¹ g(α) dα ≈ Σ_k w_k g(α_k).
 
     Exact for polynomials of degree ≤ 2·points − 1.
+
+    Raises:
+        ValueError: points is not a positive integer.
 
     Example:
         >>> alphas, weights = path_quadrature(2)
@@ -140,6 +146,10 @@ def lib_jacobians(
 
     Yields:
         (B, k, p+1) Jacobian chunks in the activations' dtype, in sample order.
+
+    Raises:
+        ValueError: an unknown mode or gradients; max_jacobian_elements or integration_points not positive; activations
+            with NaN or Inf; a next_basis of the wrong shape; mode='dense' on a section that is not dense.
 
     Example:
         >>> lin = nn.Linear(2, 1).double()
@@ -267,6 +277,10 @@ def _jacobian_forward(fn: Callable[[Tensor], Tensor], width: int, chunk: int | N
 def check_sections(sections: Sequence[Section], activations: Sequence[Tensor], rtol: float = 1e-4) -> None:
     """Raise if some section does not map node l's activations to node l+1's (hidden state, wrong order...).
 
+    Raises:
+        ValueError: the number of activations is not len(sections) + 1, their sample counts differ, they hold NaN or
+            Inf, or a section fails on, or does not reproduce, the next node's activations.
+
     Example:
         >>> check_sections([nn.ReLU()], [torch.tensor([[-1.0, 2.0]]), torch.tensor([[0.0, 2.0]])])
     """
@@ -296,10 +310,10 @@ def check_sections(sections: Sequence[Section], activations: Sequence[Tensor], r
                     f"has shape {tuple(want.shape)}: sections must run from each node point to the next."
                 )
             scale = want.abs().max().clamp_min(1.0)
-            err = (got - want).abs().max()
-            if err > rtol * scale:
+            deviation = (got - want).abs().max()
+            if deviation > rtol * scale:
                 raise ValueError(
-                    f"sections[{i}](activations[{i}]) differs from activations[{i + 1}] by {float(err):.3g}: a "
+                    f"sections[{i}](activations[{i}]) differs from activations[{i + 1}] by {float(deviation):.3g}: a "
                     "section must be a pure function of its node activations (no hidden state, dropout or "
                     "batch statistics in train mode), running from one node point to the next."
                 )

@@ -31,8 +31,14 @@ from lightning_probes.measures.interactions.change import (
 )
 from lightning_probes.measures.interactions.games import LogOdds, log_odds, masked_outputs
 from lightning_probes.measures.interactions.games import masked_rows as masked_rows  # public, not in __all__
-from lightning_probes.measures.interactions.players import FeatureGroups, ImagePatches, Players, TokenPositions
-from lightning_probes.measures.interactions.solvers import AndOrDecomposition, sparse_and_or
+from lightning_probes.measures.interactions.players import (
+    FeatureGroups,
+    ImagePatches,
+    Players,
+    RestMode,
+    TokenPositions,
+)
+from lightning_probes.measures.interactions.solvers import AndOrDecomposition, SolverMethod, sparse_and_or
 from lightning_probes.measures.interactions.solvers import _GraphProjector as _GraphProjector  # used by the tests
 from lightning_probes.measures.interactions.summary import (
     InteractionSummary,
@@ -67,8 +73,10 @@ __all__ = [
     "LinearProbe",
     "LogOdds",
     "Players",
+    "RestMode",
     "SalientInteractions",
     "SolverCertificate",
+    "SolverMethod",
     "TokenPositions",
     "Turnover",
     "and_or_interactions",

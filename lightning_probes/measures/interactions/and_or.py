@@ -13,10 +13,10 @@ __all__ = ["and_or_interactions", "reconstruct"]
 def and_or_interactions(
     v: Tensor, gamma: Tensor | None = None, delta: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """AND and OR interactions of a game for given γ and noise δ (SCIENCE.md §3, Cheng et al. 2024 eq. 1-2).
+    r"""AND and OR interactions of a game for given γ and noise δ (SCIENCE.md §3, Cheng et al. 2024 eq. 1-2).
 
     v_and(x_T) = ½(v(x_T) - δ_T) + γ_T,  v_or(x_T) = ½(v(x_T) - δ_T) - γ_T,
-    I_and(S) = Σ_{T⊆S} (-1)^{|S|-|T|} v_and(x_T),  I_or(S) = -Σ_{T⊆S} (-1)^{|S|-|T|} v_or(x_{N\\T}).
+    I_and(S) = Σ_{T⊆S} (-1)^{|S|-|T|} v_and(x_T),  I_or(S) = -Σ_{T⊆S} (-1)^{|S|-|T|} v_or(x_{N\T}).
 
     γ_∅ is pinned to ½(v(x_∅) - δ_∅) (the value passed is ignored) so that v_or(x_∅) = 0 and universal matching
     holds for any γ; I_or(∅) is defined as 0 (the formula's value there is never used).
@@ -28,6 +28,9 @@ def and_or_interactions(
 
     Returns:
         (I_and, I_or), each of shape (B, 2^n).
+
+    Raises:
+        ValueError: the last dimension of v is not 2^n; gamma or delta does not have v's shape, or holds NaN or Inf.
 
     Example:
         >>> v = torch.tensor([[0.0, 1.0, 1.0, 3.0]])  # two players
@@ -54,9 +57,9 @@ def and_or_interactions(
 
 
 def reconstruct(i_and: Tensor, i_or: Tensor) -> Tensor:
-    """Universal matching: Σ_{S⊆T} I_and(S) + Σ_{S∩T≠∅} I_or(S) for every T (fast form).
+    r"""Universal matching: Σ_{S⊆T} I_and(S) + Σ_{S∩T≠∅} I_or(S) for every T (fast form).
 
-    Uses Σ_{S∩T≠∅} I_or(S) = Σ_S I_or(S) - Σ_{S⊆N\\T} I_or(S); proven equal to the direct double sum in tests.
+    Uses Σ_{S∩T≠∅} I_or(S) = Σ_S I_or(S) - Σ_{S⊆N\T} I_or(S); proven equal to the direct double sum in tests.
 
     Args:
         i_and: AND interactions, shape (B, 2^n).
@@ -64,6 +67,9 @@ def reconstruct(i_and: Tensor, i_or: Tensor) -> Tensor:
 
     Returns:
         The reconstructed game, shape (B, 2^n).
+
+    Raises:
+        ValueError: i_and and i_or differ in shape, or their last dimension is not 2^n.
     """
     if i_and.shape != i_or.shape:
         raise ValueError(f"i_and {tuple(i_and.shape)} and i_or {tuple(i_or.shape)} must have the same shape.")

@@ -29,10 +29,14 @@ def merge_first_order(i_and: Tensor, i_or: Tensor) -> tuple[Tensor, Tensor]:
     """Count first-order OR interactions with first-order AND (the papers' convention): I({i}) = I_and + I_or.
 
     Args:
-        i_and: (B, 2^n). i_or: (B, 2^n).
+        i_and: (B, 2^n) AND interactions.
+        i_or: (B, 2^n) OR interactions.
 
     Returns:
         (I_and with singletons merged, I_or with singletons zeroed), each (B, 2^n).
+
+    Raises:
+        ValueError: the last dimension is not 2^n.
 
     Example:
         >>> a, o = merge_first_order(torch.tensor([[5.0, 1.0, 2.0, 3.0]]), torch.tensor([[0.0, 1.0, 1.0, 4.0]]))
@@ -51,7 +55,8 @@ def salient_mask(i_and: Tensor, i_or: Tensor, tau: float = 0.05) -> Tensor:
     :func:`merge_first_order` first to follow the papers' counting convention.
 
     Args:
-        i_and: (B, 2^n). i_or: (B, 2^n).
+        i_and: (B, 2^n) AND interactions.
+        i_or: (B, 2^n) OR interactions.
         tau: threshold as a fraction of the per-sample maximum.
 
     Returns:
@@ -76,6 +81,9 @@ def count_by_order(mask: Tensor) -> Tensor:
 
     Returns:
         Long tensor of shape (B, n + 1).
+
+    Raises:
+        ValueError: the last dimension is not 2^n.
 
     Example:
         >>> count_by_order(torch.tensor([[[False, True, True, False], [False, False, False, True]]])).tolist()
@@ -144,6 +152,9 @@ def interaction_change(
     Returns:
         :class:`InteractionChange` with terms of shape (B, n + 1).
 
+    Raises:
+        ValueError: the last dimension is not 2^n.
+
     Example:
         >>> a = (torch.tensor([[0.0, 2.0, 1.0, 0.0]]), torch.zeros(1, 4))
         >>> b = (torch.tensor([[0.0, 3.0, 0.0, 1.0]]), torch.zeros(1, 4))
@@ -169,7 +180,8 @@ def salient_iou(mask_a: Tensor, mask_b: Tensor) -> Tensor:
     """IoU |Ω_a ∩ Ω_b| / |Ω_a ∪ Ω_b| of two salient sets per sample (NaN when both are empty).
 
     Args:
-        mask_a: (B, 2, 2^n). mask_b: (B, 2, 2^n).
+        mask_a: (B, 2, 2^n) one salient set (as :func:`salient_mask` gives it).
+        mask_b: (B, 2, 2^n) the other.
 
     Returns:
         (B,) float tensor.
@@ -189,6 +201,9 @@ def strongest_interactions(
     i_and: Tensor, i_or: Tensor, k: int = 5, names: Sequence[str] | None = None
 ) -> list[list[tuple[str, tuple[str, ...], float]]]:
     """The k strongest interactions of each sample as (kind, player names, value), strongest first (∅ excluded).
+
+    Raises:
+        ValueError: the last dimension is not 2^n.
 
     Example:
         >>> strongest_interactions(torch.tensor([[0.3, 0.0, 0.1, 2.0]]), torch.tensor([[0.0, -1.0, 0.0, 0.0]]), 2)

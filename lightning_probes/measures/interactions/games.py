@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -56,6 +56,10 @@ def masked_outputs(
     Returns:
         Tensor (B, 2^n, *out) — or a dict of them — where [b, T] is fn(x_T) for sample b.
 
+    Raises:
+        ValueError: batch_size not positive; more than MAX_PLAYERS_HARD players; no samples; the default baseline on
+            integer inputs; or as :meth:`Players.mask`.
+
     Example:
         >>> players = Players.features([0, 1], num_features=2)
         >>> out = masked_outputs(lambda z: z.sum(-1), torch.tensor([[1.0, 2.0]]), players, baseline=0.0)
@@ -77,9 +81,11 @@ def masked_outputs(
     pieces: list[Tensor | Mapping[str, Tensor]] = []
     for sample, keep in masked_rows(bsz, players.n, batch_size, x.device):  # bounded memory
         pieces.append(fn(players.mask(x[sample], keep, baseline)))
+    # fn gives the same kind of output on every batch: dicts of tensors throughout, or tensors throughout
     if isinstance(pieces[0], Mapping):
-        return {k: torch.cat([p[k] for p in pieces]).unflatten(0, (bsz, m)) for k in pieces[0]}
-    return torch.cat(pieces).unflatten(0, (bsz, m))
+        maps = cast(list[Mapping[str, Tensor]], pieces)
+        return {k: torch.cat([p[k] for p in maps]).unflatten(0, (bsz, m)) for k in maps[0]}
+    return torch.cat(cast(list[Tensor], pieces)).unflatten(0, (bsz, m))
 
 
 class LogOdds(NamedTuple):
@@ -90,7 +96,7 @@ class LogOdds(NamedTuple):
 
 
 def log_odds(logits: Tensor, target: Tensor, max_abs: float = 16.0) -> LogOdds:
-    """v = log p(y*|x) / (1 - p(y*|x)) of the true class, computed stably, clamped to ±max_abs (SCIENCE.md §3).
+    """Log-odds v = log p(y*|x) / (1 - p(y*|x)) of the true class, computed stably, clamped to ±max_abs (SCIENCE.md §3).
 
     Multi-class (C ≥ 2): v = z_y - logsumexp_{c≠y} z_c, which equals the softmax log-odds exactly without ever
     forming p. Binary heads with one logit (C = 1): v = z for y = 1 and -z for y = 0. |v| > max_abs (p within
@@ -103,6 +109,10 @@ def log_odds(logits: Tensor, target: Tensor, max_abs: float = 16.0) -> LogOdds:
 
     Returns:
         :class:`LogOdds` with values (...,) float and clamped (...,) bool.
+
+    Raises:
+        ValueError: float targets (not class indices); logits or target of the wrong shape; NaN logits; targets outside
+            the head's classes.
 
     Example:
         >>> out = log_odds(torch.tensor([[2.0, 0.0, 0.0], [0.0, 40.0, 0.0]]), torch.tensor([0, 0]))

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-__all__ = ["FeatureGroups", "ImagePatches", "Players", "TokenPositions"]
+__all__ = ["FeatureGroups", "ImagePatches", "Players", "RestMode", "TokenPositions"]
 
-_REST = ("keep", "baseline")
+RestMode = Literal["keep", "baseline"]
+"""What the input elements outside every player do: keep the sample's value, or always take the baseline."""
+
+_REST: tuple[RestMode, ...] = ("keep", "baseline")
 
 
 class Players:
@@ -26,6 +30,10 @@ class Players:
         rest: what elements outside every player do: ``"keep"`` or ``"baseline"``.
         names: a label per player (default ``"0"``, ``"1"``, ...).
 
+    Raises:
+        ValueError: groups is not an integer tensor of -1 and player indices 0..n-1 without gaps; an unknown rest; names
+            of the wrong length.
+
     Example:
         >>> players = Players.features([[0, 1], [2]], num_features=4)
         >>> players.n, players.groups.tolist()
@@ -35,7 +43,7 @@ class Players:
         [[0.0, 0.0, 3.0, 4.0]]
     """
 
-    def __init__(self, groups: Tensor, rest: str = "keep", names: Sequence[str] | None = None) -> None:
+    def __init__(self, groups: Tensor, rest: RestMode = "keep", names: Sequence[str] | None = None) -> None:
         groups = torch.as_tensor(groups)
         if groups.dtype.is_floating_point or groups.dtype == torch.bool:
             raise ValueError("groups must be an integer tensor of player indices (-1 = no player).")
@@ -62,7 +70,7 @@ class Players:
 
     @classmethod
     def from_sets(
-        cls, sets: Sequence[Sequence[int] | int], shape: Sequence[int] | int, rest: str = "keep",
+        cls, sets: Sequence[Sequence[int] | int], shape: Sequence[int] | int, rest: RestMode = "keep",
         names: Sequence[str] | None = None,
     ) -> Players:
         """Players from lists of flat element indices of a sample of the given shape; overlapping sets are an error."""
@@ -70,7 +78,7 @@ class Players:
 
     @classmethod
     def features(
-        cls, indices: Sequence[Sequence[int] | int], num_features: int, rest: str = "keep",
+        cls, indices: Sequence[Sequence[int] | int], num_features: int, rest: RestMode = "keep",
         names: Sequence[str] | None = None,
     ) -> Players:
         """Tabular players: player i is the feature (or feature group) ``indices[i]`` of (B, num_features) inputs."""
@@ -78,7 +86,7 @@ class Players:
 
     @classmethod
     def tokens(
-        cls, positions: Sequence[Sequence[int] | int], seq_len: int, rest: str = "keep",
+        cls, positions: Sequence[Sequence[int] | int], seq_len: int, rest: RestMode = "keep",
         names: Sequence[str] | None = None,
     ) -> Players:
         """Sequence players: player i is the token position (or span) ``positions[i]`` of (B, L[, E]) inputs.
@@ -90,7 +98,7 @@ class Players:
     @classmethod
     def image_patches(
         cls, grid: Sequence[int], image_shape: Sequence[int], select: Sequence[int] | None = None,
-        rest: str = "keep", flatten: bool = False,
+        rest: RestMode = "keep", flatten: bool = False,
     ) -> Players:
         """Image players: the image is cut into a grid of equal patches; ``select`` picks which patches play.
 
@@ -110,7 +118,11 @@ class Players:
         return ImagePatches(grid, image_shape, select=select, rest=rest, flatten=flatten)
 
     def element_mask(self, keep: Tensor) -> Tensor:
-        """Which input elements keep their value, (R, *groups.shape), for player masks keep (R, n)."""
+        """Which input elements keep their value, (R, *groups.shape), for player masks keep (R, n).
+
+        Raises:
+            ValueError: keep is not (R, n).
+        """
         if keep.ndim != 2 or keep.shape[-1] != self.n:
             raise ValueError(f"keep must have shape (R, {self.n}), got {tuple(keep.shape)}.")
         groups = self.groups.to(keep.device)
@@ -128,6 +140,10 @@ class Players:
 
         Returns:
             Masked inputs (R, *shape), dtype of x.
+
+        Raises:
+            ValueError: x does not match the players' sample shape; a baseline that does not fit one sample, or non-
+                integer for token ids.
         """
         gshape = tuple(self.groups.shape)
         if tuple(x.shape[1 : 1 + len(gshape)]) != gshape:
@@ -211,7 +227,7 @@ class ImagePatches(Players):
 
     def __init__(
         self, grid: Sequence[int], image_shape: Sequence[int], select: Sequence[int] | None = None,
-        rest: str = "keep", flatten: bool = False,
+        rest: RestMode = "keep", flatten: bool = False,
     ) -> None:
         groups, names = _patch_groups(grid, image_shape, select, flatten)
         super().__init__(groups, rest=rest, names=names)
@@ -221,7 +237,7 @@ class FeatureGroups(Players):
     """Tabular players: player i is feature (or feature group) ``indices[i]``; see :meth:`Players.features`."""
 
     def __init__(
-        self, indices: Sequence[Sequence[int] | int], num_features: int, rest: str = "keep",
+        self, indices: Sequence[Sequence[int] | int], num_features: int, rest: RestMode = "keep",
         names: Sequence[str] | None = None,
     ) -> None:
         super().__init__(_groups_from_sets(indices, num_features), rest=rest, names=names)
@@ -231,7 +247,7 @@ class TokenPositions(Players):
     """Sequence players: player i is token position (or span) ``positions[i]``; see :meth:`Players.tokens`."""
 
     def __init__(
-        self, positions: Sequence[Sequence[int] | int], seq_len: int, rest: str = "keep",
+        self, positions: Sequence[Sequence[int] | int], seq_len: int, rest: RestMode = "keep",
         names: Sequence[str] | None = None,
     ) -> None:
         super().__init__(_groups_from_sets(positions, seq_len), rest=rest, names=names)

@@ -1,9 +1,9 @@
-"""The sparse AND-OR decomposition: Douglas-Rachford splitting, the exact LP and the reference SGD recipe.
+r"""The sparse AND-OR decomposition: Douglas-Rachford splitting, the exact LP and the reference SGD recipe.
 
 The sparse decomposition (SCIENCE.md §3, "Sparse decomposition") is solved as the linear program it is. Write
 u(T) = v(x_T) - v(x_∅), p = I_and on non-empty sets, q = -I_or on non-empty sets plus a free q_∅. Universal
 matching reads Z p + R Z q = u - δ with Z the subset-sum (zeta) operator and R the complement reflection
-T ↦ N \\ T, so the problem is
+T ↦ N \ T, so the problem is
 
     min Σ_{S≠∅} |p_S| + |q_S|   s.t.   u_T - κ ≤ (Z p + R Z q)_T ≤ u_T + κ  (T ≠ ∅),   (Z p + R Z q)_∅ = 0,
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -39,7 +40,10 @@ from lightning_probes.measures.interactions.transforms import (
     zeta_transform,
 )
 
-__all__ = ["AndOrDecomposition", "sparse_and_or"]
+__all__ = ["AndOrDecomposition", "SolverMethod", "sparse_and_or"]
+
+SolverMethod = Literal["admm", "lp", "sgd"]
+"""A solver of :func:`sparse_and_or`: Douglas-Rachford with the exact fallback, the exact LP, or the reference SGD."""
 
 _RELAX = 1.6  # Douglas-Rachford over-relaxation (measured: 1.5-1.8 converge ~1.5x faster than 1)
 
@@ -71,7 +75,7 @@ class AndOrDecomposition:
     objective: Tensor
     lower_bound: Tensor
     iterations: int
-    method: str
+    method: SolverMethod
     exact: Tensor | None = None
 
     @property
@@ -84,7 +88,8 @@ class AndOrDecomposition:
 
 
 def _certified_gap(objective: Tensor, bound: Tensor) -> Tensor:
-    """objective / bound - 1 (≥ 0), inf where the bound is ≤ 0 and the objective is not, 0 at a zero objective."""
+    """The gap objective / bound - 1 (≥ 0): inf where the bound is ≤ 0 and the objective is not, 0 at a zero
+    objective."""
     gap = (objective - bound).clamp_min(0.0) / bound.clamp_min(1e-300)
     gap = torch.where(bound > 0, gap, torch.full_like(gap, math.inf))
     return torch.where(objective > 0, gap, torch.zeros_like(gap))
@@ -342,7 +347,7 @@ def sparse_and_or(
     v: Tensor,
     kappa: float = 0.04,
     *,
-    method: str = "admm",
+    method: SolverMethod = "admm",
     max_iter: int = 5000,
     tol: float = 1e-2,
     check_every: int = 50,
@@ -370,7 +375,8 @@ def sparse_and_or(
         max_iter: iteration cap of ``"admm"`` (certified problems leave the batch early: on 16 digits games at
             n = 10 all were certified within 1% by 4,250 iterations, 9 of 16 by 2,000).
         tol: ``"admm"`` stops only on the certified gap: once every problem's objective / dual bound - 1 is
-            ≤ tol (its objective is then at most (1 + tol)× the optimum), or at ``max_iter``. A problem that stalls has its step halved (see ``_solve_admm``).
+            ≤ tol (its objective is then at most (1 + tol)× the optimum), or at ``max_iter``. A problem that stalls
+            has its step halved (see ``_solve_admm``).
         check_every: iterations between repairs and gap checks (``"admm"``).
         step: initial prox threshold of ``"admm"`` as a fraction of rms(v - v(x_∅)) (any positive value
             converges; 0.3 reached the smallest gaps on planted and digits games).
@@ -386,6 +392,10 @@ def sparse_and_or(
 
     Returns:
         An :class:`AndOrDecomposition`.
+
+    Raises:
+        ValueError: v is not (B, 2^n) or holds NaN or Inf; kappa is negative or not finite; an unknown method; for
+            "admm", max_iter or check_every below 1, tol below 0 or step not positive.
 
     Example:
         >>> v = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 6.0]])

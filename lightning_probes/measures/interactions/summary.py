@@ -162,6 +162,9 @@ def interaction_summary(
     Returns:
         An :class:`InteractionSummary`.
 
+    Raises:
+        ValueError: the last dimension of the interactions is not 2^n.
+
     Example:
         >>> i_and = torch.tensor([[0.0, 2.0, 0.0, 1.0]])  # two players: ∅, {0}, {1}, {0, 1}
         >>> now = SalientInteractions(i_and, torch.zeros(1, 4), salient_mask(i_and, torch.zeros(1, 4)))
@@ -220,5 +223,5 @@ def _ratio(part: Tensor, rest: Tensor) -> float:
 
 
 def _nan_to_num(value: Tensor) -> float:
-    value = float(value)
-    return 0.0 if math.isnan(value) else value
+    number = float(value)
+    return 0.0 if math.isnan(number) else number

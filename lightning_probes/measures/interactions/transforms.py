@@ -52,6 +52,9 @@ def subset_masks(n: int, device: torch.device | str | None = None) -> Tensor:
     Returns:
         Tensor of shape (2^n, n), dtype bool; row 0 is ∅, row 2^n - 1 is N.
 
+    Raises:
+        ValueError: n outside [0, MAX_PLAYERS_HARD].
+
     Example:
         >>> subset_masks(2).int().tolist()
         [[0, 0], [1, 0], [0, 1], [1, 1]]
@@ -65,6 +68,9 @@ def subset_masks(n: int, device: torch.device | str | None = None) -> Tensor:
 
 def subset_orders(n: int, device: torch.device | str | None = None) -> Tensor:
     """Order |T| of every subset T (its number of players).
+
+    Raises:
+        ValueError: n outside [0, MAX_PLAYERS_HARD].
 
     Example:
         >>> subset_orders(3).tolist()
@@ -117,7 +123,8 @@ def _kronecker(
     a 2^k×2^k Kronecker block as one batched matmul, so the cost is O(2^n·n·2^k/k) and no 2^n×2^n matrix exists.
 
     Args:
-        f: (F, ..., 2^n). factors: (F, 2, 2), or one 2×2 factor as a tuple (F = 1; its blocks are cached).
+        f: (F, ..., 2^n).
+        factors: (F, 2, 2), or one 2×2 factor as a tuple (F = 1; its blocks are cached).
         cache: a dict that keeps the blocks of tensor factors between calls (same factors, dtype and device).
 
     Returns:
@@ -160,6 +167,9 @@ def zeta_transform(f: Tensor) -> Tensor:
     Returns:
         Tensor of shape (..., 2^n).
 
+    Raises:
+        ValueError: the last dimension of f is not 2^n.
+
     Example:
         >>> zeta_transform(torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist()
         [1.0, 3.0, 4.0, 10.0]
@@ -176,6 +186,9 @@ def mobius_transform(f: Tensor) -> Tensor:
     Returns:
         Tensor of shape (..., 2^n).
 
+    Raises:
+        ValueError: the last dimension of f is not 2^n.
+
     Example:
         >>> mobius_transform(torch.tensor([1.0, 3.0, 4.0, 10.0])).tolist()
         [1.0, 2.0, 3.0, 4.0]
@@ -185,6 +198,9 @@ def mobius_transform(f: Tensor) -> Tensor:
 
 def superset_zeta_transform(f: Tensor) -> Tensor:
     """Superset sums g(S) = Σ_{T⊇S} f(T): the adjoint (transpose) of :func:`zeta_transform`.
+
+    Raises:
+        ValueError: the last dimension of f is not 2^n.
 
     Example:
         >>> superset_zeta_transform(torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist()
@@ -217,7 +233,7 @@ def dense_mobius_matrix(n: int, dtype: torch.dtype = _F64) -> Tensor:
 
 
 def dense_or_matrix(n: int, dtype: torch.dtype = _F64) -> Tensor:
-    """Reference only: the OR matrix O[S, T] = -(-1)^{|S|-|T'|} 1[T' ⊆ S], T' = N \\ T (I_or = O v_or).
+    r"""Reference only: the OR matrix O[S, T] = -(-1)^{|S|-|T'|} 1[T' ⊆ S], T' = N \ T (I_or = O v_or).
 
     Example:
         >>> dense_or_matrix(1).tolist()

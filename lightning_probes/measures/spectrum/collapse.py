@@ -18,6 +18,9 @@ def nearest_class_mean(features: Tensor, class_means: Tensor) -> Tensor:
     """Index of the nearest class mean for each row: features (B, p), class_means (C, p) -> (B,).
 
     Rows of ``class_means`` that are NaN (classes absent from the probe set) are never chosen.
+
+    Raises:
+        ValueError: the two are not matrices with the same p.
     """
     if features.ndim != 2 or class_means.ndim != 2 or features.shape[1] != class_means.shape[1]:
         raise ValueError(f"features (B, p) and class_means (C, p) must share p, got {tuple(features.shape)} and "
@@ -43,6 +46,11 @@ def neural_collapse(
     Returns:
         ``nc1``, ``nc2_equinorm``, ``nc2_equiangular``, ``nc2_angle_deviation``, ``nc3`` (floats; nc3 only
         with ``weight``) and ``class_means`` (C, p) with NaN rows for absent classes.
+
+    Raises:
+        ValueError: no class statistics (regression targets), fewer than 2 classes present, or a ``weight`` of
+            the wrong shape.
+        FloatingPointError: the features hold NaN or Inf.
     """
     if stats.class_counts is None or stats.class_sums is None:
         raise ValueError("neural collapse needs class statistics (classification targets).")

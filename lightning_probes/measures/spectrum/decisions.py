@@ -30,10 +30,14 @@ def truncated_decisions(
 
     Args:
         features: (B, p) features Φ.
-        weight: (C, p) head weight; bias: (C,) or None.
+        weight: (C, p) head weight.
+        bias: (C,) head bias, or None.
         summary: from :func:`summarise` (its spectrum, alignment, offset and centre).
         stop_at: a share of decisions; stop after the first block reaching it (None: all r eigenfunctions).
         chunk: the largest B·k·C block built at once.
+
+    Raises:
+        ValueError: ``summary`` lacks its alignment, offset or centre (it was not built by :func:`summarise`).
 
     Example:
         >>> from lightning_probes.measures.spectrum import FeatureStatisticsValue, summarise
@@ -43,23 +47,25 @@ def truncated_decisions(
         >>> len(kept), float(kept[-1])  # 2 centred eigenfunctions; all of them give f back, so all 12 decisions
         (2, 12.0)
     """
-    spec = summary.spectrum
+    spec, alignment, offset, centre = summary.spectrum, summary.alignment, summary.offset, summary.centre
+    if alignment is None or offset is None or (summary.operator == "centred" and centre is None):
+        raise ValueError("summary must come from summarise (its alignment, offset and centre are needed).")
     phi = features.to(_F64)  # (B, p)
     w = weight.to(device=phi.device, dtype=_F64)
     full = phi @ w.T  # (B, C)
     if bias is not None:
         full = full + bias.to(device=phi.device, dtype=_F64)
     decisions = full.argmax(-1)  # (B,)
-    if summary.operator == "centred":
-        x = phi - summary.centre.to(phi.device)
+    if centre is not None and summary.operator == "centred":
+        x = phi - centre.to(phi.device)
     elif summary.operator == "augmented":
         x = torch.cat([phi, phi.new_ones(len(phi), 1)], 1)
     else:
         x = phi
     u = spec.eigenvectors.to(phi.device)  # (q, r)
-    coef = summary.alignment.to(phi.device) / spec.nonzero.sqrt().to(phi.device)[:, None]  # (r, C)
+    coef = alignment.to(phi.device) / spec.nonzero.sqrt().to(phi.device)[:, None]  # (r, C)
     r, c = coef.shape
-    running = summary.offset.to(phi.device).expand(len(phi), c).clone()  # (B, C) f_k of the block's start
+    running = offset.to(phi.device).expand(len(phi), c).clone()  # (B, C) f_k of the block's start
     counts: list[Tensor] = []
     start, width = 0, 16
     while start < r:

@@ -67,6 +67,9 @@ def diagonalise(
         feature_eps: machine epsilon of the features' dtype, which sets the rank tolerance.
         size: max(N, p) of the feature matrix behind Σ (default p), which scales the rank tolerance.
 
+    Raises:
+        ValueError: ``second_moment`` is not square, or holds NaN or Inf.
+
     Example:
         >>> spec = diagonalise(torch.diag(torch.tensor([1.0, 4.0, 0.0])))
         >>> spec.eigenvalues.tolist(), spec.rank
@@ -95,6 +98,9 @@ def kernel_diagonalise(
         features: (N, p) features Φ.
         center: subtract the mean feature first (the ``center=True`` operator).
         feature_eps: rank-tolerance epsilon (default: that of ``features.dtype``).
+
+    Raises:
+        ValueError: ``features`` is not a non-empty (N, p) matrix, or holds NaN or Inf.
 
     Example:
         >>> phi = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0]])
@@ -126,7 +132,11 @@ def kernel_diagonalise(
 
 
 def participation_ratio(eigenvalues: Tensor) -> float:
-    """(Σλ)² / Σλ²: the effective number of eigenvalues (1 for one direction, p for a flat spectrum)."""
+    """(Σλ)² / Σλ²: the effective number of eigenvalues (1 for one direction, p for a flat spectrum).
+
+    Raises:
+        ValueError: an eigenvalue is negative or not finite.
+    """
     lam = eigenvalues.to(_F64)
     if not bool(torch.isfinite(lam).all()) or bool((lam < 0).any()):
         raise ValueError("eigenvalues must be finite and non-negative (those of a covariance), got "

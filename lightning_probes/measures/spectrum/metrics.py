@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 _F64 = torch.float64
 
+Accumulator = Literal["float64", "kahan32"]
+"""How :class:`MomentAccumulator` sums its float32 batch products: in float64, or Kahan-compensated float32."""
+
 
 class FeatureStatistics(Metric):
     """Streaming sufficient statistics of features Φ and targets y (sum-reduced across batches and ranks).
@@ -61,6 +64,9 @@ class FeatureStatistics(Metric):
     full_state_update = False
     is_differentiable = False
     higher_is_better = None
+    # the states registered by add_state (declared so the type checker sees Tensors, not Module.__getattr__'s union)
+    moments: Tensor
+    nonfinite: Tensor
 
     def __init__(self, num_features: int, num_outputs: int, classification: bool = True,
                  product: Literal["auto", "float64", "float32"] = "auto", **kwargs: Any) -> None:
@@ -82,7 +88,12 @@ class FeatureStatistics(Metric):
         self.feature_eps = 0.0
 
     def update(self, features: Tensor, targets: Tensor) -> None:
-        """Add a batch: features (B, p); targets (B,) class indices, or (B, C) / (B,) real values."""
+        """Add a batch: features (B, p); targets (B,) class indices, or (B, C) / (B,) real values.
+
+        Raises:
+            ValueError: features are not (B, p); the number of targets is not B; class targets are not 1-D
+                integers in [0, C); regression targets do not hold C values per sample, or hold NaN/Inf.
+        """
         if features.ndim != 2 or features.shape[1] != self.num_features:
             raise ValueError(f"features must have shape (B, {self.num_features}), got {tuple(features.shape)}.")
         batch = len(features)
@@ -165,6 +176,8 @@ class NearestMeanAgreement(Metric):
     """
 
     full_state_update = False
+    agree: Tensor  # states registered by add_state
+    total: Tensor
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -172,7 +185,7 @@ class NearestMeanAgreement(Metric):
         self.add_state("total", torch.zeros((), dtype=_F64), dist_reduce_fx="sum")
 
     def update(self, features: Tensor, logits: Tensor, class_means: Tensor) -> None:
-        """features (B, p), logits (B, C), class_means (C, p) (rows of absent classes are NaN)."""
+        """Add a batch: features (B, p), logits (B, C), class_means (C, p) (rows of absent classes are NaN)."""
         nearest = nearest_class_mean(features, class_means)  # (B,)
         self.agree.add_((nearest == logits.argmax(-1)).sum())  # in place: no Module.__setattr__ per batch
         self.total.add_(len(features))
@@ -190,6 +203,8 @@ class DecisionAgreement(Metric):
     """
 
     full_state_update = False
+    kept: Tensor  # states registered by add_state
+    total: Tensor
 
     def __init__(self, max_k: int, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -224,6 +239,9 @@ class MomentAccumulator:
         accumulator: ``"float64"`` or ``"kahan32"``.
         device: where the accumulators live.
 
+    Raises:
+        ValueError: ``dim`` is not positive, or ``accumulator`` is not one of the two names.
+
     Example:
         >>> acc = MomentAccumulator(2)
         >>> acc.update(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
@@ -231,7 +249,7 @@ class MomentAccumulator:
         ([[10.0, 14.0], [14.0, 20.0]], [4.0, 6.0], 2)
     """
 
-    def __init__(self, dim: int, shift: bool = True, accumulator: str = "float64",
+    def __init__(self, dim: int, shift: bool = True, accumulator: Accumulator = "float64",
                  device: torch.device | str | None = None) -> None:
         if dim < 1:
             raise ValueError(f"dim must be positive, got {dim}.")
@@ -247,7 +265,11 @@ class MomentAccumulator:
         self.count = 0
 
     def update(self, x: Tensor) -> None:
-        """Add a batch x (B, d) (any floating dtype; the product is taken in float32)."""
+        """Add a batch x (B, d) (any floating dtype; the product is taken in float32).
+
+        Raises:
+            ValueError: x is not (B, d).
+        """
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}.")
         if not len(x):
@@ -257,12 +279,12 @@ class MomentAccumulator:
             self._centre = x32.mean(0) if self.shift else x32.new_zeros(self.dim)
         d = x32 - self._centre  # (B, d) float32: rounding relative to |x − c|, not to |x|
         prod, s = d.T @ d, d.sum(0)  # float32 (d, d), (d,)
-        if self.accumulator == "float64":
-            self._sq += prod.to(_F64)
-            self._sum += s.to(_F64)
-        else:
+        if self._sq_c is not None and self._sum_c is not None:  # "kahan32": the compensations exist
             _kahan_add(self._sq, self._sq_c, prod)
             _kahan_add(self._sum, self._sum_c, s)
+        else:  # "float64"
+            self._sq += prod.to(_F64)
+            self._sum += s.to(_F64)
         self.count += len(x)
 
     def compute(self) -> tuple[Tensor, Tensor]:
@@ -277,7 +299,11 @@ class MomentAccumulator:
         return sq + sc + sc.T + self.count * torch.outer(c, c), s + self.count * c
 
     def covariance(self) -> Tensor:
-        """S/N − μμᵀ (d, d), from the shifted sums directly (no cancellation: Σ d dᵀ/N − μ_d μ_dᵀ)."""
+        """S/N − μμᵀ (d, d), from the shifted sums directly (no cancellation: Σ d dᵀ/N − μ_d μ_dᵀ).
+
+        Raises:
+            ValueError: no samples were added.
+        """
         if not self.count:
             raise ValueError("no samples were added.")
         sq = self._sq.to(_F64) - (self._sq_c.to(_F64) if self._sq_c is not None else 0.0)
@@ -287,7 +313,7 @@ class MomentAccumulator:
 
 
 def _kahan_add(total: Tensor, comp: Tensor, value: Tensor) -> None:
-    """total += value with Kahan compensation (in place): comp keeps the low-order part lost by each addition."""
+    """Add value to total with Kahan compensation (in place): comp keeps the low-order part lost by each addition."""
     y = value - comp
     t = total + y
     comp.copy_((t - total) - y)

@@ -6,7 +6,7 @@ Symbols: N samples, p features, C outputs; q = p + 1 for the augmented operator,
 from __future__ import annotations
 
 from difflib import get_close_matches
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -43,7 +43,10 @@ class FeatureStatisticsValue(NamedTuple):
 
 
 
-OPERATORS = ("centred", "augmented", "uncentred")
+Operator = Literal["centred", "augmented", "uncentred"]
+"""The name of an operator the regime is read from (see :data:`OPERATORS`)."""
+
+OPERATORS: tuple[Operator, ...] = ("centred", "augmented", "uncentred")
 """The operators the regime can be read from (SCIENCE.md §1, correction of turn 2):
 
 - ``"centred"`` (default): Σ = S/N - μμᵀ with the centred learned function f - E f and centred targets; the bias
@@ -60,13 +63,17 @@ REGIME_BELOW, REGIME_EF, REGIME_MF = -1, 0, 1
 REGIME_NAMES = {REGIME_MF: "MF", REGIME_EF: "EF", REGIME_BELOW: "below"}
 
 
-def check_operator(operator: str) -> str:
-    """The operator name, or a ValueError that names the close choices."""
+def check_operator(operator: str) -> Operator:
+    """The operator name, or a ValueError that names the close choices.
+
+    Raises:
+        ValueError: ``operator`` is not one of :data:`OPERATORS`.
+    """
     if operator not in OPERATORS:
         close = get_close_matches(str(operator), OPERATORS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"operator must be one of {', '.join(map(repr, OPERATORS))}, got {operator!r}.{hint}")
-    return operator
+    return operator  # narrowed to Operator by the membership test
 
 
 class OperatorMoments(NamedTuple):
@@ -85,7 +92,7 @@ class OperatorMoments(NamedTuple):
 
 
 def operator_moments(stats: FeatureStatisticsValue, weight: Tensor, bias: Tensor | None,
-                     operator: str = "centred") -> OperatorMoments:
+                     operator: Operator = "centred") -> OperatorMoments:
     """Moments and head of one operator from the streaming statistics (all float64)."""
     n = float(stats.n)
     mean = stats.feature_sum / n  # (p,)

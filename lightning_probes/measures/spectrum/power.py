@@ -48,7 +48,8 @@ def cumulative_learned_power(
 
     Args:
         spec: the spectrum of ``second_moment``.
-        weight: (C, p) head weight W; bias: (C,) or None.
+        weight: (C, p) head weight W.
+        bias: (C,) head bias b, or None.
         mean: (p,) E[Φ] for the uncentred operator, None for the centred one (the bias then drops out).
         second_moment: (p, p) the Σ that was diagonalised.
     """

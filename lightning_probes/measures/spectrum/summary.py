@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -25,6 +26,7 @@ from lightning_probes.measures.spectrum.moments import (
     REGIME_MF,
     REGIME_NAMES,
     FeatureStatisticsValue,
+    Operator,
     check_operator,
     operator_moments,
 )
@@ -40,7 +42,10 @@ from lightning_probes.measures.spectrum.topk import leading_spectrum
 
 _F64 = torch.float64
 
-EIGENSOLVERS = ("auto", "full", "topk")
+Eigensolver = Literal["auto", "full", "topk"]
+"""The name of an eigensolver route of :func:`summarise` (see :data:`EIGENSOLVERS`)."""
+
+EIGENSOLVERS: tuple[Eigensolver, ...] = ("auto", "full", "topk")
 TOPK_FROM = 1024
 """``eigensolver="auto"`` takes the top-k route from this many features (q, the operator's size) on: measured with
 ``benchmarks/spectrum_scale.py`` (one thread), the top-k route is faster than the full eigh from p ≈ 512 when the
@@ -48,11 +53,15 @@ head is carried by ~10 eigenfunctions, but a head spread over ~p/4 of them pays 
 solve below ~1024 (README, performance)."""
 
 
-def check_eigensolver(eigensolver: str) -> str:
-    """The eigensolver name, or a ValueError that names the choices."""
+def check_eigensolver(eigensolver: str) -> Eigensolver:
+    """The eigensolver name, or a ValueError that names the choices.
+
+    Raises:
+        ValueError: ``eigensolver`` is not one of :data:`EIGENSOLVERS`.
+    """
     if eigensolver not in EIGENSOLVERS:
         raise ValueError(f"eigensolver must be one of {', '.join(map(repr, EIGENSOLVERS))}, got {eigensolver!r}.")
-    return eigensolver
+    return eigensolver  # narrowed to Eigensolver by the membership test
 
 
 @dataclass(frozen=True)
@@ -77,7 +86,7 @@ class SpectrumSummary:
     gap_at_C: float
     regime: int | None
     num_outputs: int
-    operator: str = "centred"
+    operator: Operator = "centred"
     regime_threshold: int = 0
     function_rank: int = 0  # output directions along which f varies (rank of Cov(f), see function_rank)
     directions_needed: int = 0  # C - 1 for classes, C for regression
@@ -86,7 +95,7 @@ class SpectrumSummary:
     centre: Tensor | None = None  # (p,) μ subtracted from the features (centred operator)
     n_features_decisions: int | None = None  # set by the caller from :class:`DecisionAgreement`
     undefined_reason: str = ""
-    eigensolver: str = "full"  # the route that gave the figures: "full" or "topk" (see summarise)
+    eigensolver: Literal["full", "topk"] = "full"  # the route that gave the figures: "full" or "topk" (see summarise)
     fallback_reason: str = ""  # why the top-k route fell back to the full eigh ("" when it did not, or was not used)
 
     @property
@@ -126,15 +135,16 @@ def summarise(
     center: bool | None = None,
     power_threshold: float = 0.95,
     gap: float | None = None,
-    operator: str = "centred",
+    operator: Operator = "centred",
     function_tolerance: float = 1e-6,
-    eigensolver: str = "full",
+    eigensolver: Eigensolver = "full",
 ) -> SpectrumSummary:
     """Diagonalise the operator from the statistics and compute powers, n_f, the gap and the regime.
 
     Args:
         stats: summed statistics of N probe samples.
-        weight: (C, p) head weight; bias: (C,) head bias or None.
+        weight: (C, p) head weight.
+        bias: (C,) head bias, or None.
         center: the first API: ``True`` = ``operator="centred"``, ``False`` = ``operator="uncentred"``
             (``None``: use ``operator``).
         power_threshold: ρ in n_f = min{k : Π̂(k) ≥ ρ}.
@@ -148,6 +158,11 @@ def summarise(
             the powers at C, the gap and the regime equal the full solve's whenever the pairs found reach
             n_features_99, which the route makes sure of or falls back to the full solve, saying why in
             ``fallback_reason``) or ``"auto"`` (top-k from q = :data:`TOPK_FROM` features, where it pays).
+
+    Raises:
+        ValueError: no probe samples; ``weight`` or ``bias`` of the wrong shape; ``power_threshold`` outside
+            (0, 1]; ``gap`` below 1; an unknown ``operator`` or ``eigensolver``.
+        FloatingPointError: the head or the features hold NaN or Inf.
 
     Example:
         >>> phi = torch.eye(4).repeat(5, 1)          # 20 samples, 4 orthogonal class prototypes
@@ -188,7 +203,8 @@ def summarise(
     classification = stats.class_counts is not None
     threshold = c - 1 if operator == "centred" and classification else c
     needed = c - 1 if classification else c
-    route = "topk" if eigensolver == "topk" or (eigensolver == "auto" and len(moments.sigma) >= TOPK_FROM) else "full"
+    wants_topk = eigensolver == "topk" or (eigensolver == "auto" and len(moments.sigma) >= TOPK_FROM)
+    route: Literal["full", "topk"] = "topk" if wants_topk else "full"
     fallback = ""
     if route == "full":
         spec = diagonalise(moments.sigma, stats.feature_eps, size=size)
@@ -222,7 +238,7 @@ def summarise(
             regime = REGIME_MF if gap is None or gap_c >= gap else REGIME_EF
     w, b = weight.to(_F64), None if bias is None else bias.to(_F64)
     offset = w.new_zeros(c)
-    if operator == "centred":
+    if moments.centre is not None:  # the centred operator
         offset = w @ moments.centre + (b if b is not None else 0.0)  # E f
     return SpectrumSummary(
         spectrum=spec, target_power=target, learned_power=learned, n_features=n_f, n_features_99=n_99,

@@ -138,7 +138,7 @@ class _BlockKrylov:
         return torch.randn(rows, self.sigma.shape[0], generator=self.gen, dtype=_F64).to(self.sigma.device)
 
     def _orthogonalise(self, w: Tensor) -> Tensor:
-        """w (c, p) minus its component in span(Q), twice (classical Gram–Schmidt twice: orthogonal to ~eps)."""
+        """Remove from w (c, p) its component in span(Q), twice (classical Gram–Schmidt twice: orthogonal to ~eps)."""
         q = self.q[: self.m]
         for _ in range(2):
             w = w - (w @ q.T) @ q
@@ -331,7 +331,8 @@ def leading_spectrum(
         min_gap: if set, MF also requires gap ≥ min_gap.
         feature_eps: machine epsilon of the features' dtype (the rank tolerance, as in ``diagonalise``).
         size: max(N, q) of the feature matrix behind Σ (the rank tolerance; default q).
-        k_start, k_cap: first and largest k tried.
+        k_start: the first k tried.
+        k_cap: the largest k tried.
         tol: residual tolerance ‖Σu − λu‖ ≤ tol · λ_1 of a converged pair.
         block: Krylov block size b (default min(32, max(8, q/64)): wide blocks run Σ products at BLAS-3 speed,
             narrow ones give a deeper Krylov space for the same basis size, which small q needs).
@@ -343,9 +344,15 @@ def leading_spectrum(
     Returns:
         :class:`LeadingSpectrum`.
 
+    Raises:
+        ValueError: ``sigma`` is not square or holds NaN/Inf; ``weight``, ``bias``, ``mean`` or ``cross`` has the
+            wrong shape; only one of ``bias`` and ``mean`` is given; ``threshold`` or ``cover`` is outside (0, 1];
+            not 1 <= ``k_start`` <= ``k_cap``.
+
     Example:
         >>> g = torch.Generator().manual_seed(0)
-        >>> phi = torch.randn(4000, 1000, generator=g, dtype=torch.float64) / torch.arange(1.0, 1001.0, dtype=torch.float64)
+        >>> scale = torch.arange(1.0, 1001.0, dtype=torch.float64)
+        >>> phi = torch.randn(4000, 1000, generator=g, dtype=torch.float64) / scale
         >>> sigma = phi.T @ phi / 4000                                  # (1000, 1000), a decaying spectrum
         >>> w = torch.zeros(10, 1000, dtype=torch.float64)
         >>> w[:, :5] = torch.randn(10, 5, generator=g, dtype=torch.float64)  # a head on the 5 widest directions
@@ -358,17 +365,9 @@ def leading_spectrum(
     """
     q = _check_square(sigma)
     w = weight.to(device=sigma.device, dtype=_F64)
-    if w.ndim != 2 or w.shape[1] != q:
-        raise ValueError(f"weight must be the (C, {q}) head on these features, got {tuple(weight.shape)}.")
+    b, mu, cr = (None if t is None else t.to(device=sigma.device, dtype=_F64) for t in (bias, mean, cross))
+    _check_head(q, w, b, mu, cr)
     c = w.shape[0]
-    as64 = lambda t: None if t is None else t.to(device=sigma.device, dtype=_F64)  # noqa: E731
-    b, mu, cr = as64(bias), as64(mean), as64(cross)
-    if (b is None) != (mu is None):
-        raise ValueError("pass bias and mean together (uncentred operator) or neither (centred / augmented).")
-    if b is not None and (tuple(b.shape) != (c,) or tuple(mu.shape) != (q,)):
-        raise ValueError(f"bias must be ({c},) and mean ({q},), got {tuple(b.shape)} and {tuple(mu.shape)}.")
-    if cr is not None and tuple(cr.shape) != (q, c):
-        raise ValueError(f"cross must be ({q}, {c}), got {tuple(cr.shape)}.")
     for name, value in (("threshold", threshold), ("cover", cover)):
         if not 0 < value <= 1:
             raise ValueError(f"{name} must be in (0, 1], got {value}.")
@@ -382,15 +381,15 @@ def leading_spectrum(
     frob2 = float((sig * sig).sum())
     energy = _energy(sig, w, b, mu)
     size = size or q
-    ctx = dict(w=w, b=b, mu=mu, cr=cr, target_sq=target_sq, energy=energy, threshold=threshold, t_index=t_index,
-               r_threshold=r_threshold, min_gap=min_gap, trace=trace, frob2=frob2, q=q)
+    ctx = _Context(w=w, b=b, mu=mu, cr=cr, target_sq=target_sq, energy=energy, threshold=threshold,
+                   t_index=t_index, r_threshold=r_threshold, min_gap=min_gap, trace=trace, frob2=frob2, q=q)
     if frob2 == 0.0:  # Σ = 0: no eigenfunction at all
         empty = sig.new_zeros(0)
-        return _result(empty, sig.new_zeros((q, 0)), tol=0.0, complete=True, fallback=False, reason="",
-                       basis=0, resid=0.0, **ctx)
+        return _result(empty, sig.new_zeros((q, 0)), ctx, tol=0.0, complete=True, fallback=False, reason="",
+                       basis=0, resid=0.0)
     if q < direct_below:
         return _direct(sig, feature_eps, size, f"q = {q} < direct_below = {direct_below}: the full eigh is cheaper",
-                       **ctx)
+                       ctx)
     level = max(cover, threshold)
     need_gap = t_index + 1  # pairs needed for the gap λ_T / λ_{T+1}
     k_want = min(max(k_start, need_gap), k_cap, q - 1)
@@ -418,39 +417,72 @@ def leading_spectrum(
         # Π̂ reached the level with λ_{n+1} known (ties at the cut), and the gap's λ_{T+1} known; or Π̂ undefined
         enough = above >= need_gap and (above > hit if hit is not None else energy <= 0)
         if complete or enough:
-            return _result(theta[:above], kry.vectors(y[:, :above]), tol=tolerance, complete=complete,
+            return _result(theta[:above], kry.vectors(y[:, :above]), ctx, tol=tolerance, complete=complete,
                            fallback=False, reason="", basis=kry.m,
-                           resid=float(resid[:above].max() / top) if above else 0.0, **ctx)
-        if n_conv <= k_want:  # the leading k_want + 1 are not converged yet: grow the basis by ~m/2 (each check costs an m x m eigh)
+                           resid=float(resid[:above].max() / top) if above else 0.0)
+        # the leading k_want + 1 are not converged yet: grow the basis by ~m/2 (each check costs an m x m eigh)
+        if n_conv <= k_want:
             if full or kry.m >= m_max:
                 why = f"the Krylov basis reached its cap m = {kry.m} with {n_conv} of {k_want + 1} pairs converged"
-                return _direct(sig, feature_eps, size, why, **ctx)
+                return _direct(sig, feature_eps, size, why, ctx)
             target = min(m_max, kry.m + max(block, kry.m // 2))
             while kry.m < target and not full:
                 full = not kry.extend()
             continue
         if k_want >= min(k_cap, q - 1):
-            return _direct(sig, feature_eps, size, f"Π̂ did not reach {level} within k_cap = {k_want} pairs", **ctx)
+            return _direct(sig, feature_eps, size, f"Π̂ did not reach {level} within k_cap = {k_want} pairs", ctx)
         k_want = min(2 * k_want, k_cap, q - 1)
         if _BASIS_PER_PAIR * k_want + 2 * block > m_max:  # the basis this k needs would not fit: go direct now
             why = f"k = {k_want} pairs would need a Krylov basis beyond its cap m = {m_max}: the full eigh is cheaper"
-            return _direct(sig, feature_eps, size, why, **ctx)
+            return _direct(sig, feature_eps, size, why, ctx)
 
 
-def _direct(sig: Tensor, feature_eps: float, size: int, reason: str, **ctx) -> LeadingSpectrum:
+def _check_head(q: int, w: Tensor, b: Tensor | None, mu: Tensor | None, cr: Tensor | None) -> None:
+    """Shapes of the head (C, q), bias (C,) with mean (q,) (both or neither) and cross (q, C); ValueError if not."""
+    if w.ndim != 2 or w.shape[1] != q:
+        raise ValueError(f"weight must be the (C, {q}) head on these features, got {tuple(w.shape)}.")
+    c = w.shape[0]
+    if b is None or mu is None:
+        if (b is None) != (mu is None):
+            raise ValueError("pass bias and mean together (uncentred operator) or neither (centred / augmented).")
+    elif tuple(b.shape) != (c,) or tuple(mu.shape) != (q,):
+        raise ValueError(f"bias must be ({c},) and mean ({q},), got {tuple(b.shape)} and {tuple(mu.shape)}.")
+    if cr is not None and tuple(cr.shape) != (q, c):
+        raise ValueError(f"cross must be ({q}, {c}), got {tuple(cr.shape)}.")
+
+
+class _Context(NamedTuple):
+    """What every result of one :func:`leading_spectrum` call is computed with (float64 head and traces)."""
+
+    w: Tensor  # (C, q) the head
+    b: Tensor | None  # (C,) the bias outside Σ (uncentred only)
+    mu: Tensor | None  # (q,) E[Φ] (uncentred only)
+    cr: Tensor | None  # (q, C) E[Φ yᵀ]
+    target_sq: float
+    energy: float  # E‖f‖²
+    threshold: float  # ρ of n_features
+    t_index: int  # T of the gap λ_T / λ_{T+1}
+    r_threshold: int  # MF when n_features ≤ this
+    min_gap: float | None
+    trace: float  # tr Σ
+    frob2: float  # ‖Σ‖_F²
+    q: int
+
+
+def _direct(sig: Tensor, feature_eps: float, size: int, reason: str, ctx: _Context) -> LeadingSpectrum:
     spec = diagonalise(sig, feature_eps, size=size)
-    return _result(spec.nonzero, spec.eigenvectors, tol=spec.tolerance, complete=True, fallback=True, reason=reason,
-                   basis=0, resid=0.0, **ctx)
+    return _result(spec.nonzero, spec.eigenvectors, ctx, tol=spec.tolerance, complete=True, fallback=True,
+                   reason=reason, basis=0, resid=0.0)
 
 
 def _result(
-    lam: Tensor, u: Tensor, *, tol: float, complete: bool, fallback: bool, reason: str, basis: int, resid: float,
-    w: Tensor, b: Tensor | None, mu: Tensor | None, cr: Tensor | None, target_sq: float, energy: float,
-    threshold: float, t_index: int, r_threshold: int, min_gap: float | None, trace: float, frob2: float, q: int,
+    lam: Tensor, u: Tensor, ctx: _Context, *, tol: float, complete: bool, fallback: bool, reason: str, basis: int,
+    resid: float,
 ) -> LeadingSpectrum:
+    w, b, mu, cr, target_sq, energy, threshold, t_index, r_threshold, min_gap, trace, frob2, q = ctx
     learned, target = _powers(lam, u, w, b, mu, cr, target_sq, energy) if len(lam) else (lam, lam)
     n_f = features_needed(learned, threshold)
-    n_99 = features_needed(learned, 0.99)
+    n_99: int | None = features_needed(learned, 0.99)
     if not complete and len(lam) and not bool(torch.isnan(learned).any()) and _crossing(learned, 0.99) is None:
         n_99 = None  # cover < 0.99 and Π̂ stopped short of it: the count at 0.99 lies beyond the pairs found
     # the gap needs λ_{T+1}: known when found, or zero (below tolerance) when every non-zero eigenvalue was found
