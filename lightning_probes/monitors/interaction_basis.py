@@ -270,7 +270,9 @@ class InteractionBasisMonitor(Monitor):
         return _token_flattened(self.layers, acts, torch.cat(targets) if targets else None)
 
     @drawing()  # so a time budget knows what pictures cost apart from the measurement
-    def _pictures(self, report: ProbeResult, graph: InteractionGraph, acts: list[Tensor], targets: Tensor | None) -> None:
+    def _pictures(
+        self, report: ProbeResult, graph: InteractionGraph, acts: list[Tensor], targets: Tensor | None
+    ) -> None:
         series = {}
         floor = max(self.truncation / 1e3, 1e-12)  # the axis ends there: eigenvalues far below the cut say nothing
         for layer, basis in zip(self.layers, graph.bases.lib):
@@ -281,12 +283,12 @@ class InteractionBasisMonitor(Monitor):
             hlines={f"truncation {self.truncation:g}": self.truncation}, ymin=floor / 2,
         )
         names = [*self.layers, "output"]
-        for l, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.layers):
             panels = []
-            for basis_name, edges in (("LIB", graph.lib_edges[l]), ("PCA", graph.pca_edges[l])):
-                share = (edges / edges.sum().clamp_min(1e-300)).clamp_min(1e-8).log10().cpu()  # (k_{l+1}, k_l)
+            for basis_name, edges in (("LIB", graph.lib_edges[i]), ("PCA", graph.pca_edges[i])):
+                share = (edges / edges.sum().clamp_min(1e-300)).clamp_min(1e-8).log10().cpu()  # (k_{i+1}, k_i)
                 panels.append(heatmap_image(
-                    share, f"{basis_name} edges {layer} → {names[l + 1]}", vmin=-8, vmax=0, cmap="viridis",
+                    share, f"{basis_name} edges {layer} → {names[i + 1]}", vmin=-8, vmax=0, cmap="viridis",
                     xlabel=f"{layer} direction", ylabel="next-layer direction", colorbar_label="log10 edge share",
                 ))
             report.images[f"edges/{layer}"] = _side_by_side(panels)
@@ -295,11 +297,11 @@ class InteractionBasisMonitor(Monitor):
                 self.warn_once("ablation-targets", "ablation=True needs class-index targets of shape (N,) in the "
                                                    "probe data; the ablation curve is skipped.")
                 return
-            for l, layer in enumerate(self.layers):
+            for i, layer in enumerate(self.layers):
                 curves = {}
-                for basis_name, basis in (("LIB", graph.bases.lib[l]), ("PCA", graph.bases.pca[l])):
+                for basis_name, basis in (("LIB", graph.bases.lib[i]), ("PCA", graph.bases.pca[i])):
                     ks = torch.arange(1, basis.n_directions + 1)
-                    accuracy = ablation_curve(self._sections[l:], acts[l], basis, targets)
+                    accuracy = ablation_curve(self._sections[i:], acts[i], basis, targets)
                     curves[basis_name] = (ks, accuracy.cpu())
                 report.images[f"ablation/{layer}"] = line_image(
                     curves, f"node ablation at {layer}, step {self.step}", "top-k directions kept", "accuracy",
@@ -338,19 +340,19 @@ def layer_scalars(graph: InteractionGraph, layers: Sequence[str]) -> dict[str, f
     """The logged figures of every layer: counts over the data directions, the constant direction apart."""
     scalars: dict[str, float] = {}
     lib_bases, pca_bases = graph.bases.lib, graph.pca_graph_bases
-    for l, layer in enumerate(layers):
-        lib = data_edges(graph.lib_edges[l], lib_bases[l], lib_bases[l + 1])
-        pca = data_edges(graph.pca_edges[l], pca_bases[l], pca_bases[l + 1])
-        scalars[f"{layer}/n_directions"] = float(lib_bases[l].n_data_directions)
-        scalars[f"{layer}/n_directions_pca"] = float(pca_bases[l].n_data_directions)
+    for i, layer in enumerate(layers):
+        lib = data_edges(graph.lib_edges[i], lib_bases[i], lib_bases[i + 1])
+        pca = data_edges(graph.pca_edges[i], pca_bases[i], pca_bases[i + 1])
+        scalars[f"{layer}/n_directions"] = float(lib_bases[i].n_data_directions)
+        scalars[f"{layer}/n_directions_pca"] = float(pca_bases[i].n_data_directions)
         for q in (90, 99):
             scalars[f"{layer}/edges_{q}"] = float(edges_for_mass(lib, q / 100))
             scalars[f"{layer}/edges_{q}_pca"] = float(edges_for_mass(pca, q / 100))
-        scalars[f"{layer}/constant_edge_share"] = constant_edge_share(graph.lib_edges[l], lib_bases[l],
-                                                                      lib_bases[l + 1])
-        scalars[f"{layer}/constant_edge_share_pca"] = constant_edge_share(graph.pca_edges[l], pca_bases[l],
-                                                                          pca_bases[l + 1])
-        lam0 = lib_bases[l].constant_eigenvalue
+        scalars[f"{layer}/constant_edge_share"] = constant_edge_share(graph.lib_edges[i], lib_bases[i],
+                                                                      lib_bases[i + 1])
+        scalars[f"{layer}/constant_edge_share_pca"] = constant_edge_share(graph.pca_edges[i], pca_bases[i],
+                                                                          pca_bases[i + 1])
+        lam0 = lib_bases[i].constant_eigenvalue
         scalars[f"{layer}/constant_lambda"] = 0.0 if lam0 is None else float(lam0)
     return scalars
 
