@@ -28,7 +28,10 @@ if TYPE_CHECKING:
 
     from lightning_probes.monitors.base import Monitor
 
-__all__ = ["FAILED_ELSEWHERE", "RankWork", "agree_on_failure", "own_state_only", "rank_local", "ranks_agreed", "roll_back", "rollback_point"]
+__all__ = [
+    "FAILED_ELSEWHERE", "RankWork", "agree_on_failure", "own_state_only", "rank_local", "ranks_agreed", "roll_back",
+    "rollback_point",
+]
 
 FAILED_ELSEWHERE = "the probe failed on another rank (see its warning); skipped on all ranks"
 

@@ -14,10 +14,11 @@ def check_class_labels(owner: str, targets: Tensor, num_classes: int, head: str)
 
     Example:
         >>> check_class_labels("Monitor", torch.tensor([0, 2, 1]), 3, "classifier")
-        >>> check_class_labels("Monitor", torch.tensor([0, 3]), 3, "classifier")
+        >>> check_class_labels("Monitor", torch.tensor([0, 3]), 3, "classifier")  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        ValueError: Monitor: the probe labels run 0..3, but 'classifier' has 3 outputs (classes 0..2); 1 of 2 probe samples have a label outside them. Fix probe_data's labels, or watch the head that has these classes.
+        ValueError: Monitor: the probe labels run 0..3, but 'classifier' has 3 outputs (classes 0..2); 1 of 2 probe
+        samples have a label outside them. Fix probe_data's labels, or watch the head that has these classes.
     """
     if targets.is_floating_point() or targets.ndim != 1:
         raise ValueError(f"{owner}: classification probe labels must be a 1-D tensor of class indices, got "
@@ -39,10 +40,11 @@ def check_regression_targets(owner: str, targets: Tensor, num_outputs: int, head
 
     Example:
         >>> check_regression_targets("Monitor", torch.zeros(4, 2), 2, "out")
-        >>> check_regression_targets("Monitor", torch.zeros(4, 3), 2, "out")
+        >>> check_regression_targets("Monitor", torch.zeros(4, 3), 2, "out")  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        ValueError: Monitor: the probe targets have 3 values per sample (shape (4, 3)), but 'out' has 2 outputs; they must match (one target per output).
+        ValueError: Monitor: the probe targets have 3 values per sample (shape (4, 3)), but 'out' has 2 outputs; they
+        must match (one target per output).
     """
     per_sample = int(targets[0].numel()) if len(targets) else num_outputs
     if per_sample != num_outputs:

@@ -8,7 +8,8 @@ probe is *expected* to cost. Both used to be worked out inside ``Monitor._probe`
   monitor's training time is the fit's wall time less *all* monitors' probes and fit-start work, so in a
   :class:`~lightning_probes.monitors.group.MonitorGroup` no monitor's budget grows with the others' probes, and
   the work one monitor does at fit start (fixing its probe set, warm-up) is not training time for another.
-- :func:`probe_due` decides after each step whether a probe is due, :func:`pictures_due`, before a probe, whether it draws pictures; :func:`book` accounts for it after.
+- :func:`probe_due` decides after each step whether a probe is due, :func:`pictures_due`, before a probe, whether it
+  draws pictures; :func:`book` accounts for it after.
 - :class:`CostModel` — one per monitor: a probe's time split into its measurement and its pictures, so the next
   probe is expected to cost the last *measurement*, plus the last pictures' drawing time only when pictures are
   due. One-off costs (the first matplotlib draw, the first LAPACK call) are paid by :func:`warm_up` at
@@ -35,8 +36,10 @@ if TYPE_CHECKING:
 
     from lightning_probes.monitors.base import Monitor
 
-__all__ = ["CostModel", "ProbeTiming", "TrainingClock", "book", "cost_summary", "pictures_due", "planned_steps", "probe_due", "train_seconds",
-           "training_clock", "warm_up"]
+__all__ = [
+    "CostModel", "ProbeTiming", "TrainingClock", "book", "cost_summary", "pictures_due", "planned_steps", "probe_due",
+    "train_seconds", "training_clock", "warm_up",
+]
 
 
 class TrainingClock:

@@ -1,7 +1,7 @@
 """Failed probes, counted where the user looks: a ``failed_probes`` scalar, a ``failures`` text table, warnings.
 
-A probe that raises (with ``on_error="warn"``) is caught (:func:`attempt`) and skipped, and training goes on. So that a monitor failing from step
-k on does not just stop drawing points, each failure (:func:`record_failure`)
+A probe that raises (with ``on_error="warn"``) is caught (:func:`attempt`) and skipped, and training goes on. So
+that a monitor failing from step k on does not just stop drawing points, each failure (:func:`record_failure`)
 
 - is counted in ``probes/<monitor>/failed_probes`` (the run's total so far), logged at the failing step to every
   logger (so it shows in TensorBoard and CSV files, and in ``trainer.callback_metrics``);

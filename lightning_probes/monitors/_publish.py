@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
     from lightning_probes.monitors.base import Monitor
 
-__all__ = ["ProbeResult", "check_result", "log_scalars", "measured", "publish", "tensorboard_writers", "write_dashboard"]
+__all__ = [
+    "ProbeResult", "check_result", "log_scalars", "measured", "publish", "tensorboard_writers", "write_dashboard",
+]
 
 
 @dataclass

@@ -23,8 +23,8 @@ from lightning_probes.monitors import _loggers
 from lightning_probes.monitors._agreement import RankWork, agree_on_failure, roll_back, rollback_point
 from lightning_probes.monitors._attached import assign_names, attached_monitors
 from lightning_probes.monitors._cost import CostModel, TrainingClock, book, pictures_due, probe_due, training_clock
-from lightning_probes.monitors._fit_start import start_fit
 from lightning_probes.monitors._failures import attempt, record_failure
+from lightning_probes.monitors._fit_start import start_fit
 from lightning_probes.monitors._publish import ProbeResult, publish
 from lightning_probes.monitors._run_logs import RunLogHooks, TextCache
 from lightning_probes.monitors._state import MonitorState
@@ -181,7 +181,7 @@ class Monitor(MonitorState, RunLogHooks, Summaries, RankWork):
             assign_names(attached_monitors(trainer, Monitor))  # distinct default names, no two writing the same tags
             self.check_model(trainer, pl_module)
             # like ModelCheckpoint and EarlyStopping: a fast_dev_run checks the monitor fits the model, probes nothing
-            self._silent = bool(trainer.fast_dev_run)
+            self._silent = bool(getattr(trainer, "fast_dev_run"))  # set by Lightning at run time, not declared
             if self._silent:
                 rank_zero_info(f"[lightning-probes/{self.name}] fast_dev_run: the model was checked, no probe runs.")
 
@@ -238,6 +238,7 @@ class Monitor(MonitorState, RunLogHooks, Summaries, RankWork):
         result, error = attempt(self, trainer, pl_module)  # measure and check; a failure is caught (on_error)
         error = agree_on_failure(trainer, error)  # a probe that failed on any rank is skipped on every rank
         if error is None:
+            assert result is not None  # attempt() returns a result whenever it returns no error
             publish(self, trainer, result, step)
         else:
             roll_back(self, snapshot)  # every rank carries the same state into the next probe

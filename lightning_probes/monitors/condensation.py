@@ -26,8 +26,8 @@ from lightning_probes.measures.condensation import (
 )
 from lightning_probes.monitors.base import Monitor, ProbeResult
 from lightning_probes.probe_set import module_names, resolve_module
-from lightning_probes.tensorboard import drawing, heatmap_image, markdown_table, scatter_image
 from lightning_probes.schedules import Schedule
+from lightning_probes.tensorboard import drawing, heatmap_image, markdown_table, scatter_image
 from lightning_probes.triggers import StopWhen, Trigger
 from lightning_probes.validation import check_choice, check_int, check_names, check_real
 from lightning_probes.weights import NEURON_LAYERS, check_strategy, neuron_count, neuron_weights
@@ -352,7 +352,8 @@ class CondensationMonitor(Monitor):
         report.images[f"{name}/cosine_heatmap"] = heatmap_image(
             stats.cosine[order][:, order].numpy(),
             f"{name}: cos(u_k, u_j), step {self.step}\n{stats.n_directions} directions, "
-            f"{stats.n_directions_weighted} carrying 99% of the norm (random: {stats.n_directions_random:.3g}){sampled}",
+            f"{stats.n_directions_weighted} carrying 99% of the norm "
+            f"(random: {stats.n_directions_random:.3g}){sampled}",
             vmin=-1.0, vmax=1.0, cmap="RdBu_r", xlabel=f"neuron (ordered by {self._order_name})",
             ylabel=f"neuron (ordered by {self._order_name})", colorbar_label="cosine",
         )

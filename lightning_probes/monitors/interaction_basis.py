@@ -269,7 +269,9 @@ class InteractionBasisMonitor(Monitor):
         return _token_flattened(self.layers, acts, torch.cat(targets) if targets else None)
 
     @drawing()  # so a time budget knows what pictures cost apart from the measurement
-    def _pictures(self, report: ProbeResult, graph: InteractionGraph, acts: list[Tensor], targets: Tensor | None) -> None:
+    def _pictures(
+        self, report: ProbeResult, graph: InteractionGraph, acts: list[Tensor], targets: Tensor | None
+    ) -> None:
         series = {}
         floor = max(self.truncation / 1e3, 1e-12)  # the axis ends there: eigenvalues far below the cut say nothing
         for layer, basis in zip(self.layers, graph.bases.lib):
@@ -280,12 +282,12 @@ class InteractionBasisMonitor(Monitor):
             hlines={f"truncation {self.truncation:g}": self.truncation}, ymin=floor / 2,
         )
         names = [*self.layers, "output"]
-        for l, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.layers):
             panels = []
-            for basis_name, edges in (("LIB", graph.lib_edges[l]), ("PCA", graph.pca_edges[l])):
-                share = (edges / edges.sum().clamp_min(1e-300)).clamp_min(1e-8).log10().cpu()  # (k_{l+1}, k_l)
+            for basis_name, edges in (("LIB", graph.lib_edges[i]), ("PCA", graph.pca_edges[i])):
+                share = (edges / edges.sum().clamp_min(1e-300)).clamp_min(1e-8).log10().cpu()  # (k_{i+1}, k_i)
                 panels.append(heatmap_image(
-                    share, f"{basis_name} edges {layer} → {names[l + 1]}", vmin=-8, vmax=0, cmap="viridis",
+                    share, f"{basis_name} edges {layer} → {names[i + 1]}", vmin=-8, vmax=0, cmap="viridis",
                     xlabel=f"{layer} direction", ylabel="next-layer direction", colorbar_label="log10 edge share",
                 ))
             report.images[f"edges/{layer}"] = _side_by_side(panels)
@@ -294,11 +296,11 @@ class InteractionBasisMonitor(Monitor):
                 self.warn_once("ablation-targets", "ablation=True needs class-index targets of shape (N,) in the "
                                                    "probe data; the ablation curve is skipped.")
                 return
-            for l, layer in enumerate(self.layers):
+            for i, layer in enumerate(self.layers):
                 curves = {}
-                for basis_name, basis in (("LIB", graph.bases.lib[l]), ("PCA", graph.bases.pca[l])):
+                for basis_name, basis in (("LIB", graph.bases.lib[i]), ("PCA", graph.bases.pca[i])):
                     ks = torch.arange(1, basis.n_directions + 1)
-                    accuracy = ablation_curve(self._sections[l:], acts[l], basis, targets)
+                    accuracy = ablation_curve(self._sections[i:], acts[i], basis, targets)
                     curves[basis_name] = (ks, accuracy.cpu())
                 report.images[f"ablation/{layer}"] = line_image(
                     curves, f"node ablation at {layer}, step {self.step}", "top-k directions kept", "accuracy",

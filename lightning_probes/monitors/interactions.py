@@ -8,7 +8,6 @@ on the 2^n masked versions of a few probe samples, fits the layer probes, and pu
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lightning_probes.batches import get_path, index, set_path
 from lightning_probes.measures.interactions import (
     AndOrDecomposition,
     Players,
@@ -34,9 +34,8 @@ from lightning_probes.measures.interactions import (
 from lightning_probes.measures.linear_probes import LinearProbe, fit_linear_probe
 from lightning_probes.monitors._checks import check_class_labels
 from lightning_probes.monitors.base import Monitor, ProbeResult
-from lightning_probes.batches import get_path, index, set_path
-from lightning_probes.probe_set import capture, probing, resolve_module
 from lightning_probes.monitors.trial import explained
+from lightning_probes.probe_set import capture, probing, resolve_module
 from lightning_probes.tensorboard import bar_image, drawing, line_image, markdown_table
 from lightning_probes.validation import check_int, check_name, check_names, check_real
 

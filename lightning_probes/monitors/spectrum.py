@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from torch import nn
 from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
 from typing_extensions import override
 
 from lightning_probes.measures.spectrum import (

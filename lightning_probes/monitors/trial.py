@@ -10,6 +10,7 @@ is logged, counted or kept. Under DDP all ranks agree on a failure, and every ra
 from __future__ import annotations
 
 import copy
+import sys
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -83,7 +84,10 @@ def explained(error: Exception, name: str) -> Exception:
     except Exception:  # an exception type with other constructor arguments: keep it, with a note
         new = None
     if not isinstance(new, Exception) or str(new) != message:
-        error.add_note(message)
+        if sys.version_info >= (3, 11):
+            error.add_note(message)
+        else:  # Python 3.10 has no add_note: keep the note where 3.11's tracebacks would show it
+            error.__notes__ = [*getattr(error, "__notes__", []), message]  # type: ignore[attr-defined]
         return error
     new.__cause__ = error
     return new
