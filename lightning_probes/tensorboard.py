@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "bar_image",
@@ -98,7 +99,7 @@ def _to_array(fig: Any) -> np.ndarray:
 
 
 def line_figure(
-    series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str = "", ylabel: str = "",
+    series: Mapping[str, tuple[ArrayLike, ArrayLike]], title: str, xlabel: str = "", ylabel: str = "",
     logy: bool = False, logx: bool = False, hlines: Mapping[str, float] | None = None,
     vlines: Mapping[str, float] | None = None, ymin: float | None = None, size: tuple[float, float] = (5.0, 3.6),
 ) -> Any:
@@ -115,7 +116,8 @@ def line_figure(
     fig = _figure(width=size[0], height=size[1], title=title)
     ax = fig.add_subplot()
     for label, (x, y) in series.items():
-        ax.plot(np.asarray(x), np.asarray(y), marker="." if len(x) < 60 else None, label=label)
+        xs, ys = np.asarray(x), np.asarray(y)
+        ax.plot(xs, ys, marker="." if len(xs) < 60 else None, label=label)
     for label, level in (hlines or {}).items():
         ax.axhline(level, color="grey", linestyle="--", linewidth=1, label=label)
     for label, pos in (vlines or {}).items():
@@ -135,7 +137,7 @@ def line_figure(
 
 @drawing()
 def line_image(
-    series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str = "", ylabel: str = "",
+    series: Mapping[str, tuple[ArrayLike, ArrayLike]], title: str, xlabel: str = "", ylabel: str = "",
     logy: bool = False, logx: bool = False, hlines: Mapping[str, float] | None = None,
     vlines: Mapping[str, float] | None = None, ymin: float | None = None,
 ) -> np.ndarray:
@@ -212,7 +214,7 @@ def bar_image(
 
 @drawing()
 def scatter_image(
-    x: Sequence[float], y: Sequence[float], title: str, xlabel: str = "", ylabel: str = "", logy: bool = False,
+    x: ArrayLike, y: ArrayLike, title: str, xlabel: str = "", ylabel: str = "", logy: bool = False,
     xticks: Mapping[str, float] | None = None,
 ) -> np.ndarray:
     """Points (x_i, y_i) as an (H, W, 3) uint8 image (e.g. each neuron's orientation against its amplitude).

@@ -30,7 +30,7 @@ from lightning_probes.measures.concepts import (
     zero_range,
 )
 from lightning_probes.monitors.base import Monitor, ProbeResult
-from lightning_probes.probe_set import Source, capture, probing, resolve_module
+from lightning_probes.probe_set import ProbeSet, Source, capture, probing, resolve_module
 from lightning_probes.tensorboard import heatmap_image, markdown_table
 from lightning_probes.validation import check_choice, check_int, check_name, check_real
 
@@ -104,6 +104,7 @@ class ConceptMonitor(Monitor):
 
     name = "concepts"
     title = "Clustered compositional explanations (La Rosa et al. 2023)"
+    probe_set: ProbeSet  # needs_probe_data is True: the base always builds one (it is None only for those without)
 
     def __init__(
         self,
@@ -144,7 +145,7 @@ class ConceptMonitor(Monitor):
         super().__init__(probe_data="train" if probe_data is None else probe_data, max_samples=len(concepts), **kwargs)
         self.layer = layer
         self.concepts = concepts.bool()
-        self.concept_names = concept_names
+        self.concept_names: list[str] = concept_names  # type: ignore[assignment]  # made a list in _validate()
         self.units = units
         self.max_units = max_units
         self.num_clusters, self.max_length, self.iou_threshold = num_clusters, max_length, iou_threshold
@@ -267,7 +268,7 @@ class ConceptMonitor(Monitor):
                              "(N, C), (N, C, h, w) or a sequence (N, T, d).")
         channels = out.shape[1]
         if self.units is not None:
-            self._units = self.units
+            self._units = list(self.units)
         elif self.max_units is not None and self.max_units < channels:  # evenly spaced, first and last included
             self._units = torch.linspace(0, channels - 1, self.max_units).round().long().unique().tolist()
         else:
@@ -302,7 +303,7 @@ class ConceptMonitor(Monitor):
 
     def _concept_table(self, acts: Tensor) -> ConceptTable:
         if self._table is None or (self.concepts.dim() == 2 and self._table.spatial_size != tuple(acts.shape[2:])):
-            size = tuple(acts.shape[2:]) if acts.dim() == 4 else None
+            size = (acts.shape[2], acts.shape[3]) if acts.dim() == 4 else None
             self._table = prepare_concepts(self.concepts, spatial_size=size)  # per-sample concepts on maps
         return self._table
 

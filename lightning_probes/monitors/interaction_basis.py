@@ -27,7 +27,7 @@ from lightning_probes.measures.interaction_basis import (
     path_quadrature,
 )
 from lightning_probes.monitors.base import Monitor, ProbeResult
-from lightning_probes.probe_set import capture, probing, resolve_module
+from lightning_probes.probe_set import ProbeSet, capture, probing, resolve_module
 from lightning_probes.tensorboard import drawing, heatmap_image, line_image, markdown_table
 from lightning_probes.validation import check_choice, check_int, check_names, check_real
 from lightning_probes.weights import check_strategy, full_parameters
@@ -83,6 +83,7 @@ class InteractionBasisMonitor(Monitor):
 
     name = "lib"
     title = "Local Interaction Basis (Bushnaq et al. 2024)"
+    probe_set: ProbeSet  # needs_probe_data is True: the base always builds one (it is None only for those without)
 
     def __init__(
         self,
@@ -265,6 +266,7 @@ class InteractionBasisMonitor(Monitor):
         if self.section_specs is None:
             acts.append(torch.cat(outputs))  # validated at fit start: the chain ends at the model's output
         else:
+            assert self._sections is not None  # built at fit start from section_specs
             acts.append(self._sections[-1](acts[-1]).detach())
         return _token_flattened(self.layers, acts, torch.cat(targets) if targets else None)
 
@@ -296,6 +298,7 @@ class InteractionBasisMonitor(Monitor):
                 self.warn_once("ablation-targets", "ablation=True needs class-index targets of shape (N,) in the "
                                                    "probe data; the ablation curve is skipped.")
                 return
+            assert self._sections is not None  # built at fit start
             for i, layer in enumerate(self.layers):
                 curves = {}
                 for basis_name, basis in (("LIB", graph.bases.lib[i]), ("PCA", graph.bases.pca[i])):

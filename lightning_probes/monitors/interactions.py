@@ -35,7 +35,7 @@ from lightning_probes.measures.linear_probes import LinearProbe, fit_linear_prob
 from lightning_probes.monitors._checks import check_class_labels
 from lightning_probes.monitors.base import Monitor, ProbeResult
 from lightning_probes.monitors.trial import explained
-from lightning_probes.probe_set import capture, probing, resolve_module
+from lightning_probes.probe_set import ProbeSet, Where, capture, probing, resolve_module
 from lightning_probes.tensorboard import bar_image, drawing, line_image, markdown_table
 from lightning_probes.validation import check_int, check_name, check_names, check_real
 
@@ -119,6 +119,7 @@ class InteractionMonitor(Monitor):
 
     name = "interactions"
     title = "AND-OR interactions (Cheng et al. 2024)"
+    probe_set: ProbeSet  # needs_probe_data is True: the base always builds one (it is None only for those without)
 
     def __init__(
         self,
@@ -141,7 +142,7 @@ class InteractionMonitor(Monitor):
     ) -> None:
         super().__init__(**kwargs)
         self.players = players
-        self.layers = layers
+        self.layers: list[str] = layers  # type: ignore[assignment]  # checked and made a list in _validate()
         self.num_samples = num_samples
         self.tau = tau
         self.kappa = kappa
@@ -156,7 +157,6 @@ class InteractionMonitor(Monitor):
         self.mask_at = mask_at
         self.player_key = player_key
         self._validate()
-        self.layers = list(layers or [])
         self._previous: dict[str, Tensor] | None = None  # the output's interactions at the previous probe
         # per layer, the per-order completeness / redundancy of the last probe, (n + 1,) each (NaN: no interaction)
         self.last_by_order: dict[str, dict[str, Tensor]] = {}
@@ -175,7 +175,7 @@ class InteractionMonitor(Monitor):
                 f"{2 ** self.players.n} masked inputs per sample and solves for 2·2^n interactions. Use fewer, "
                 "larger players, or raise max_players if you accept the cost."
             )
-        names = check_names("layers", self.layers or [], example="['features.1']", allow_empty=True)
+        self.layers = names = check_names("layers", self.layers or [], example="['features.1']", allow_empty=True)
         if OUTPUT in names:
             raise ValueError(f"{OUTPUT!r} is reserved for the model output; name the layer module instead.")
         check_int("num_samples", self.num_samples)
@@ -344,14 +344,15 @@ class InteractionMonitor(Monitor):
             self._pictures(report, per_source)
         return report
 
-    def _baseline(self, pl_module: nn.Module, x_all: Tensor) -> Tensor | float:
+    def _baseline(self, pl_module: pl.LightningModule, x_all: Tensor) -> Tensor | float:
         """The masking value: the given one, else the probe-set mean (of the inputs, or of the mask_at module's
         output over non-padded tokens)."""
         if self.baseline is not None:
             return self.baseline
         if self.mask_at is None:
             return x_all.mean(0)
-        total, tokens = None, 0
+        total: Tensor | None = None
+        tokens = 0
         with capture(pl_module, {self.mask_at: "output"}) as seen:
             for inputs, _ in self.probe_set.batches(pl_module.device):
                 self.probe_set.forward(pl_module, inputs)
@@ -362,9 +363,10 @@ class InteractionMonitor(Monitor):
                 part = emb[keep].to(torch.float64).sum(0)  # (d,)
                 total = part if total is None else total + part
                 tokens += int(keep.sum())
+        assert total is not None  # the probe set is never empty (checked at fit start)
         return (total / max(tokens, 1)).to(emb.dtype)
 
-    def _fit_layer_probes(self, pl_module: nn.Module, y: Tensor) -> dict[str, LinearProbe]:
+    def _fit_layer_probes(self, pl_module: pl.LightningModule, y: Tensor) -> dict[str, LinearProbe]:
         if not self.layers:
             return {}
         feats: dict[str, list[Tensor]] = {name: [] for name in self.layers}
@@ -392,7 +394,7 @@ class InteractionMonitor(Monitor):
     ) -> dict[str, Tensor]:
         x = get_path(inputs, path)  # (B, *shape): the tensor the players partition
         bsz, m = len(y), 1 << self.players.n
-        watched = {name: "output" for name in self.layers}
+        watched: dict[str, Where] = {name: "output" for name in self.layers}
         pieces: list[dict[str, Tensor]] = []
         element: dict[str, Tensor] = {}  # with mask_at: which (row, position) keeps its embedding, for the hook
         with capture(pl_module, watched) as seen, _masking_at(pl_module, self.mask_at, element, baseline):

@@ -15,8 +15,10 @@ from typing_extensions import override
 from lightning_probes.measures.spectrum import (
     REGIME_NAMES,
     DecisionAgreement,
+    Eigensolver,
     FeatureStatistics,
     NearestMeanAgreement,
+    Operator,
     SpectrumSummary,
     check_eigensolver,
     check_operator,
@@ -27,7 +29,7 @@ from lightning_probes.measures.spectrum import (
 )
 from lightning_probes.monitors._checks import check_class_labels, check_regression_targets
 from lightning_probes.monitors.base import Monitor, ProbeResult
-from lightning_probes.probe_set import capture, module_names, resolve_module
+from lightning_probes.probe_set import ProbeSet, capture, module_names, resolve_module
 from lightning_probes.tensorboard import drawing, line_image, markdown_table
 from lightning_probes.validation import check_bool, check_choice, check_int, check_name, check_real
 
@@ -93,12 +95,13 @@ class FeatureSpectrumMonitor(Monitor):
 
     name = "spectrum"
     title = "Feature-map spectrum (Nam et al. 2024)"
+    probe_set: ProbeSet  # needs_probe_data is True: the base always builds one (it is None only for those without)
 
     def __init__(
         self,
         head: str = "classifier",
         num_classes: int | None = None,
-        operator: str = "centred",
+        operator: Operator = "centred",
         center: bool | None = None,
         power_threshold: float = 0.95,
         gap: float | None = None,
@@ -107,7 +110,7 @@ class FeatureSpectrumMonitor(Monitor):
         neural_collapse: bool = True,
         nc4_means: Literal["previous", "current"] = "previous",
         pool: Literal["mean", "first", "last"] | None = None,
-        eigensolver: Literal["auto", "full", "topk"] = "auto",
+        eigensolver: Eigensolver = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -128,7 +131,7 @@ class FeatureSpectrumMonitor(Monitor):
             self.operator = "centred" if center else "uncentred"
         self.center = self.operator == "centred"
         self.decision_threshold = float(decision_threshold)
-        self._head_name: str | None = None  # the Linear actually probed (inside a wrapping head), set at setup
+        self._head_name = ""  # the Linear actually probed (inside a wrapping head), set at setup
         self.class_means: torch.Tensor | None = None  # (C, p) of the last probe, for NC4 with "previous"
         self.classification: bool | None = None
         self._stats: FeatureStatistics | None = None
@@ -271,7 +274,7 @@ class FeatureSpectrumMonitor(Monitor):
                     stats.update(phi, y)
                     if self._decisions is not None:
                         kept.append(phi.detach())
-                    if previous is not None:  # NC4 against the previous probe's means, in the same pass
+                    if previous is not None and agreement is not None:  # NC4 against the last probe's means, same pass
                         agreement.update(phi, nn.functional.linear(phi, weight, bias), previous)
 
         self.rank_local(trainer, accumulate)
@@ -294,6 +297,7 @@ class FeatureSpectrumMonitor(Monitor):
         if collapse:
             nc = neural_collapse(value, weight)
             means = nc.pop("class_means")
+            assert isinstance(means, torch.Tensor) and agreement is not None  # (C, p); collapse implies the metric
             if previous is None:
                 self._nearest_mean_pass(trainer, pl_module, weight, bias, means, rank, world)
             nc["nc4"] = float(agreement.compute())
@@ -310,7 +314,7 @@ class FeatureSpectrumMonitor(Monitor):
             self._pictures(report, summary)
         return report
 
-    def _summarise(self, value: Any, weight: torch.Tensor, bias: torch.Tensor | None, eigensolver: str
+    def _summarise(self, value: Any, weight: torch.Tensor, bias: torch.Tensor | None, eigensolver: Eigensolver
                    ) -> SpectrumSummary:
         summary = summarise(value, weight, bias, power_threshold=self.power_threshold, gap=self.gap,
                             operator=self.operator, eigensolver=eigensolver)
@@ -331,8 +335,14 @@ class FeatureSpectrumMonitor(Monitor):
                                       summary.spectrum.complete)
             return dataclasses.replace(summary, n_features_decisions=count)
         metric = self._decisions
+        assert metric is not None  # set at fit start whenever decisions are counted
         metric.reset()
-        self.rank_local(trainer, lambda: [metric.update(phi, weight, bias, summary) for phi in kept])
+
+        def count_kept() -> None:
+            for phi in kept:
+                metric.update(phi, weight, bias, summary)
+
+        self.rank_local(trainer, count_kept)
         share = metric.compute()  # (p + 1,) synchronised
         count = decision_features(share, summary.spectrum.rank, self.decision_threshold, summary.spectrum.complete)
         return dataclasses.replace(summary, n_features_decisions=count)
@@ -343,6 +353,7 @@ class FeatureSpectrumMonitor(Monitor):
     ) -> None:
         """NC4 with this probe's class means, which are only known after the first pass: a second pass."""
         agreement = self._agreement
+        assert agreement is not None  # set at fit start for classification, the only case with neural collapse
         agreement.reset()
 
         def second_pass() -> None:
