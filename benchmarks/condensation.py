@@ -18,13 +18,11 @@ import warnings
 
 import lightning.pytorch as pl
 import torch
+from _timing import median_seconds
+from threadpoolctl import threadpool_limits
 from torch.nn import functional as F
 
-from _timing import median_seconds
-
 from lightning_probes.datasets import RegressionDataModule
-from threadpoolctl import threadpool_limits
-
 from lightning_probes.measures.condensation import (
     _cosine_from_gram,
     _eigvalsh,
@@ -37,7 +35,6 @@ from lightning_probes.measures.condensation import (
 from lightning_probes.models import ThreeLayerNet, ThreeLayerRegressor
 from lightning_probes.monitors.condensation import CondensationMonitor
 from lightning_probes.schedules import Clock, every, log_spaced
-
 
 
 def parts(weight: torch.Tensor, bias: torch.Tensor) -> None:

@@ -32,9 +32,8 @@ import sys
 import time
 
 import torch
-from torch import nn
-
 from _timing import median_seconds
+from torch import nn
 
 from lightning_probes.measures.interaction_basis import (
     _backward_pass,
@@ -44,7 +43,6 @@ from lightning_probes.measures.interaction_basis import (
     interaction_graph,
     lib_jacobians,
 )
-
 
 
 def _loop_over_outputs(section: nn.Module, x: torch.Tensor, C_next: torch.Tensor) -> torch.Tensor:
@@ -119,8 +117,9 @@ def bench_monitor_probe(n: int = 512) -> None:
                            ("with pictures + ablation", dict(images_every=1, ablation=True))]:
         monitor = InteractionBasisMonitor(layers=["features.0", "features.2", "classifier"], num_samples=n,
                                           schedule=10**9, **options)  # probes at step 0 and at the end only
-        from lightning.pytorch.loggers import TensorBoardLogger
         import tempfile
+
+        from lightning.pytorch.loggers import TensorBoardLogger
 
         with tempfile.TemporaryDirectory() as logdir:
             trainer = pl.Trainer(max_steps=2, callbacks=[monitor], **{**quiet, "logger": TensorBoardLogger(logdir)})
@@ -128,8 +127,8 @@ def bench_monitor_probe(n: int = 512) -> None:
         per_probe = monitor.clock.probe_seconds / monitor.clock.n_probes
         last = monitor.history[-1][1]
         print(f"  {label:<26} {per_probe:.2f} s per probe (target < 5 s); LIB/PCA directions "
-              f"{[int(last[f'{l}/n_directions']) for l in monitor.layers]} / "
-              f"{[int(last[f'{l}/n_directions_pca']) for l in monitor.layers]}")
+              f"{[int(last[f'{i}/n_directions']) for i in monitor.layers]} / "
+              f"{[int(last[f'{i}/n_directions_pca']) for i in monitor.layers]}")
 
 
 # ---------------------------------------------------------------- before / after issue 20
@@ -204,7 +203,7 @@ def _after(sections, acts, **options) -> dict[str, list]:
     from lightning_probes.monitors.interaction_basis import layer_scalars
 
     graph = interaction_graph(sections, acts, **options)
-    names = [str(l) for l in range(len(sections))]
+    names = [str(i) for i in range(len(sections))]
     s = layer_scalars(graph, names)
     pick = lambda key: [s[f"{n}/{key}"] for n in names]  # noqa: E731
     return {
@@ -223,15 +222,15 @@ def bench_before_after(label: str, sections: list[nn.Module], x: torch.Tensor) -
     old, new = _before(sections, acts), _after(sections, acts)
     print(f"{label} (N={len(x)}): before (all of M, PCA output, constant counted) -> after (constant apart, raw "
           "logits, data directions counted)")
-    for l in range(len(sections)):
-        lam_old, lam_new = old["lambda"][l], new["lambda"][l]
+    for i in range(len(sections)):
+        lam_old, lam_new = old["lambda"][i], new["lambda"][i]
         top = min(5, len(lam_old), len(lam_new))
-        print(f"  node {l}: LIB dirs {old['dirs'][l]} -> {new['dirs'][l]} (+ constant) | PCA dirs "
-              f"{old['dirs_pca'][l]} -> {new['dirs_pca'][l]} | edges_90 LIB {old['e90'][l]} -> {new['e90'][l]}, "
-              f"PCA {old['e90_pca'][l]} -> {new['e90_pca'][l]} | edges_99 LIB {old['e99'][l]} -> {new['e99'][l]}, "
-              f"PCA {old['e99_pca'][l]} -> {new['e99_pca'][l]}")
-        print(f"          constant's edge share LIB {new['share'][l]:.1%}, PCA {new['share_pca'][l]:.1%}; "
-              f"Λ₀ = {new['lambda0'][l]:.4g}; top Λ before {_fmt(lam_old[:top])} after {_fmt(lam_new[:top])}")
+        print(f"  node {i}: LIB dirs {old['dirs'][i]} -> {new['dirs'][i]} (+ constant) | PCA dirs "
+              f"{old['dirs_pca'][i]} -> {new['dirs_pca'][i]} | edges_90 LIB {old['e90'][i]} -> {new['e90'][i]}, "
+              f"PCA {old['e90_pca'][i]} -> {new['e90_pca'][i]} | edges_99 LIB {old['e99'][i]} -> {new['e99'][i]}, "
+              f"PCA {old['e99_pca'][i]} -> {new['e99_pca'][i]}")
+        print(f"          constant's edge share LIB {new['share'][i]:.1%}, PCA {new['share_pca'][i]:.1%}; "
+              f"Λ₀ = {new['lambda0'][i]:.4g}; top Λ before {_fmt(lam_old[:top])} after {_fmt(lam_new[:top])}")
 
 
 def _fmt(values: torch.Tensor) -> str:
@@ -255,14 +254,14 @@ def bench_integrated(label: str, sections: list[nn.Module], x: torch.Tensor, poi
                                                      integration_points=points), 3)
     print(f"{label}: plain vs integrated ({points} Gauss–Legendre points), N={len(x)}; one probe "
           f"{t_plain * 1e3:.0f} ms vs {t_int * 1e3:.0f} ms ({t_int / t_plain:.2f}x)")
-    for l in range(len(sections)):
-        lp, li = plain["lambda"][l], integrated["lambda"][l]
+    for i in range(len(sections)):
+        lp, li = plain["lambda"][i], integrated["lambda"][i]
         top = min(len(lp), len(li))
         change = float(((li[:top] - lp[:top]).abs() / lp[:top]).max()) if top else 0.0
-        k = min(10, plain["dirs"][l], integrated["dirs"][l])
-        angle = _largest_angle_degrees(plain["graph"].bases.lib[l].C, integrated["graph"].bases.lib[l].C, k)
-        print(f"  node {l}: LIB dirs {plain['dirs'][l]} vs {integrated['dirs'][l]} | edges_90 {plain['e90'][l]} vs "
-              f"{integrated['e90'][l]} | Λ max rel. change {change:.2e} | largest angle, top-{k} spans "
+        k = min(10, plain["dirs"][i], integrated["dirs"][i])
+        angle = _largest_angle_degrees(plain["graph"].bases.lib[i].C, integrated["graph"].bases.lib[i].C, k)
+        print(f"  node {i}: LIB dirs {plain['dirs'][i]} vs {integrated['dirs'][i]} | edges_90 {plain['e90'][i]} vs "
+              f"{integrated['e90'][i]} | Λ max rel. change {change:.2e} | largest angle, top-{k} spans "
               f"{angle:.2f}°")
 
 
@@ -271,11 +270,11 @@ def bench_output_basis(label: str, sections: list[nn.Module], x: torch.Tensor) -
     acts = _activations(sections, x)
     raw, pca = _after(sections, acts), _after(sections, acts, final_basis="pca")
     print(f"{label}: output basis raw logits vs PCA of the logits, N={len(x)}")
-    for l in range(len(sections) - 1):  # the hidden node layers (the last one's edges end in different bases)
-        k = min(10, raw["dirs"][l], pca["dirs"][l])
-        angle = _largest_angle_degrees(raw["graph"].bases.lib[l].C, pca["graph"].bases.lib[l].C, k)
-        print(f"  node {l}: LIB dirs {raw['dirs'][l]} vs {pca['dirs'][l]} | edges_90 {raw['e90'][l]} vs "
-              f"{pca['e90'][l]} | Λ₀ {raw['lambda0'][l]:.3g} vs {pca['lambda0'][l]:.3g} | largest angle, top-{k} "
+    for i in range(len(sections) - 1):  # the hidden node layers (the last one's edges end in different bases)
+        k = min(10, raw["dirs"][i], pca["dirs"][i])
+        angle = _largest_angle_degrees(raw["graph"].bases.lib[i].C, pca["graph"].bases.lib[i].C, k)
+        print(f"  node {i}: LIB dirs {raw['dirs'][i]} vs {pca['dirs'][i]} | edges_90 {raw['e90'][i]} vs "
+              f"{pca['e90'][i]} | Λ₀ {raw['lambda0'][i]:.3g} vs {pca['lambda0'][i]:.3g} | largest angle, top-{k} "
               f"spans {angle:.2f}°")
 
 
@@ -340,6 +339,6 @@ if __name__ == "__main__":
     bench_output_basis("digits MLP 64-256-256-10 after 300 SGD steps", *_digits_net(steps=300))
     bench_integrated("digits MLP ReLU after 300 steps", *_digits_net(steps=300))
     bench_integrated("digits MLP GELU after 300 steps", *_digits_net(activation="gelu", steps=300))
-    bench_integrated(f"modular addition mod 23 ReLU", sections, x)
+    bench_integrated("modular addition mod 23 ReLU", sections, x)
     bench_integrated_autograd_cost()
     bench_memory()

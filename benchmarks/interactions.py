@@ -184,7 +184,7 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for n in (8, 10, 12):  # the optimum 4.8 is known (matching at N): no LP needed to compare
-        bench_certified(f"planted AND{{0,2,5}} + OR{{1,3}}", planted_game(n),
+        bench_certified("planted AND{0,2,5} + OR{1,3}", planted_game(n),
                         torch.tensor([4.8], dtype=torch.float64) if n == 12 else None, sgd=n == 8)
     bench_certified("digits MLP, 10 patch players", digits_games(4 if args.quick else 8), None, sgd=False)
     bench_monitor_probe()

@@ -21,14 +21,12 @@ from collections.abc import Callable
 
 import lightning.pytorch as pl
 import torch
-
 from _timing import LoopTimer
 
 from lightning_probes import FeatureSpectrumMonitor, budget, every
 from lightning_probes.datasets import DigitsDataModule, load_digits_tensors
 from lightning_probes.models import MLPClassifier
 from lightning_probes.probe_set import probing
-
 
 
 def train_seconds(steps: int, monitor: FeatureSpectrumMonitor | None) -> float:

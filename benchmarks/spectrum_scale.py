@@ -25,8 +25,7 @@ import time
 
 import torch
 
-from lightning_probes.measures.spectrum import cumulative_learned_power, diagonalise, features_needed
-from lightning_probes.measures.spectrum import leading_spectrum
+from lightning_probes.measures.spectrum import cumulative_learned_power, diagonalise, features_needed, leading_spectrum
 
 F64 = torch.float64
 

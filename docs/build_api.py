@@ -46,7 +46,7 @@ NAMEDTUPLE_ANNOTATION = re.compile(
 
 
 def _benign(message: str) -> bool:
-    """pdoc's one false alarm here: a ``NamedTuple`` of a module with ``from __future__ import annotations`` keeps
+    """Pdoc's one false alarm here: a ``NamedTuple`` of a module with ``from __future__ import annotations`` keeps
     its field annotations as strings, and pdoc evaluates them for the generated ``__init__`` in ``collections``'
     namespace instead of the module's. Benign only when the name does resolve in the module that defines the class
     (not the package that re-exports it)."""

@@ -7,8 +7,8 @@ Every parameter of a width-100 tanh ThreeLayerNet is drawn from N(0, 100^(-2γ))
 y = sin(3x). Small initialisation (γ = 1.5) spends an initial stage in which the weights barely move while the
 neurons' input-weight directions align, then the weights blow up (the initial stage's end: the peak of the norm's
 growth rate): the first layer ends on one direction and the second layer's effective rank falls from ≈80 to under
-10, with nearly all of its norm in one direction. At γ = 0.5 nothing condenses and no initial stage is found. The runs sit side by side
-in TensorBoard (one version per γ); compare the cosine heatmaps under IMAGES. One γ is also
+10, with nearly all of its norm in one direction. At γ = 0.5 nothing condenses and no initial stage is found. The
+runs sit side by side in TensorBoard (one version per γ); compare the cosine heatmaps under IMAGES. One γ is also
 ``lightning-probes fit --config configs/condensation.yaml``.
 """
 

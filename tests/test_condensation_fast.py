@@ -16,6 +16,7 @@ import pytest
 import torch
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
+from test_condensation_measures import condensed_layer
 
 from lightning_probes.measures.condensation import (
     _average_linkage_clusters,
@@ -29,7 +30,6 @@ from lightning_probes.measures.condensation import (
     eigenvector_order,
     singular_values,
 )
-from test_condensation_measures import condensed_layer
 
 
 def direct_labels(cosine: torch.Tensor, threshold: float = 0.95, signed: bool = False) -> torch.Tensor:

@@ -14,7 +14,6 @@ from lightning_probes.monitors.condensation import LAYER_SCALARS, CondensationMo
 from lightning_probes.schedules import every
 from lightning_probes.triggers import StopWhen
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from lightning_probes.datasets import make_shapes
-from lightning_probes.measures.formula_search import _pair_bounds, _prefix, _Stats
 from lightning_probes.measures.explanations import (
     Atom,
     Compound,
@@ -26,6 +25,7 @@ from lightning_probes.measures.explanations import (
     range_masks,
     upsample_activations,
 )
+from lightning_probes.measures.formula_search import _pair_bounds, _prefix, _Stats
 
 OPS = (Op.AND, Op.OR, Op.AND_NOT)
 

@@ -46,9 +46,9 @@ def _linear_chain(widths, seed: int, bias: bool = False) -> list[nn.Linear]:
     return [nn.Linear(a, b, bias=bias).double() for a, b in zip(widths[:-1], widths[1:])]
 
 
-def _downstream(layers, l):
-    P = torch.eye(layers[l].in_features, dtype=F64)
-    for layer in layers[l:]:
+def _downstream(layers, depth):
+    P = torch.eye(layers[depth].in_features, dtype=F64)
+    for layer in layers[depth:]:
         P = layer.weight.detach() @ P
     return P  # (out, p_l)
 
@@ -90,8 +90,8 @@ def test_deep_linear_every_layer_lib_features_follow_svd_of_product_times_data()
     a0 = torch.randn(300, 4, generator=g, dtype=F64) @ torch.randn(4, 4, generator=g, dtype=F64)
     acts = _forward(layers, a0 - a0.mean(0))
     bases = interaction_basis(layers, acts, final_basis="pca")  # the output's constant keeps Λ₀ = 1 upstream
-    for l in range(len(layers)):
-        a, basis, P = acts[l], bases.lib[l], _downstream(layers, l)
+    for depth in range(len(layers)):
+        a, basis, P = acts[depth], bases.lib[depth], _downstream(layers, depth)
         d, u = torch.linalg.eigh(a.T @ a / len(a))
         Pu, S, _ = torch.linalg.svd(P @ u @ torch.diag(d.clamp_min(0).sqrt()), full_matrices=False)
         const = _constant_column(basis.C)
@@ -168,9 +168,9 @@ def test_independent_subnetworks_have_no_cross_edges_in_lib_basis():
             owner.append(name)
         assert {"A", "B"} <= set(owner)
         owners.append(owner)
-    for l, E in enumerate(interaction_edges(sections, acts, bases.lib)):
-        for i, out in enumerate(owners[l + 1]):
-            for j, inp in enumerate(owners[l]):
+    for depth, E in enumerate(interaction_edges(sections, acts, bases.lib)):
+        for i, out in enumerate(owners[depth + 1]):
+            for j, inp in enumerate(owners[depth]):
                 if {out, inp} == {"A", "B"}:
                     assert float(E[i, j]) < 1e-12 * float(E.max())
         assert float(E.max()) > 0
@@ -328,11 +328,11 @@ def test_lib_and_pca_features_are_decorrelated_with_their_eigenvalues():
     sections = _net([5, 7, 4], seed=10)
     acts = _forward(sections, torch.randn(300, 5, dtype=F64))
     bases = interaction_basis(sections, acts)
-    for l in range(2):
-        for basis in (bases.lib[l], bases.pca[l]):
-            fh = basis.features(acts[l])
+    for depth in range(2):
+        for basis in (bases.lib[depth], bases.pca[depth]):
+            fh = basis.features(acts[depth])
             second = fh.T @ fh / len(fh)
-            if basis is bases.pca[l]:  # PCA: constant first, the rest centred with variances D
+            if basis is bases.pca[depth]:  # PCA: constant first, the rest centred with variances D
                 second = torch.cov(fh.T, correction=0)
                 second[0, 0] = 1.0
             torch.testing.assert_close(second, torch.diag(basis.eigenvalues), atol=1e-9, rtol=1e-7)

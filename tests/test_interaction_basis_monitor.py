@@ -75,25 +75,25 @@ def test_logged_figures_equal_the_measure_run_by_hand(tmp_path):
             acts.append(s(acts[-1]))
     graph = interaction_graph(sections, acts)  # defaults: raw logits at the output, plain gradients
     last = len(LAYERS) - 1
-    for l, layer in enumerate(LAYERS):
-        lib, pca = graph.bases.lib[l], graph.bases.pca[l]
+    for depth, layer in enumerate(LAYERS):
+        lib, pca = graph.bases.lib[depth], graph.bases.pca[depth]
         # the constant direction is column 0 of both bases, its feature constant over the probe set, and apart
         assert lib.constant and pca.constant
-        features = lib.features(acts[l])
+        features = lib.features(acts[depth])
         assert float(features[:, 0].std()) < 1e-9 * float(features[:, 0].abs().mean())
         assert logged[f"{layer}/constant_lambda"] == pytest.approx(float(features[0, 0]) ** 2)
         assert logged[f"{layer}/n_directions"] == lib.n_directions - 1
         assert logged[f"{layer}/n_directions_pca"] == pca.n_directions - 1
         # counts over the data directions: the constant's column, and its row unless the next node is the logits
-        rows = slice(0, None) if l == last else slice(1, None)
-        E_lib, E_pca = graph.lib_edges[l], graph.pca_edges[l]
+        rows = slice(0, None) if depth == last else slice(1, None)
+        E_lib, E_pca = graph.lib_edges[depth], graph.pca_edges[depth]
         assert logged[f"{layer}/edges_90"] == edges_for_mass(E_lib[rows, 1:], 0.9)
         assert logged[f"{layer}/edges_99_pca"] == edges_for_mass(E_pca[rows, 1:], 0.99)
         for key, E in (("constant_edge_share", E_lib), ("constant_edge_share_pca", E_pca)):
             share = 1 - float(E[rows, 1:].sum() / E.sum())
             assert logged[f"{layer}/{key}"] == pytest.approx(share, rel=1e-9)
         # at initialisation the constant→constant edge holds almost all of the mass (the biases): apart now
-        if l < last:
+        if depth < last:
             assert float(E_lib[0, 0] / E_lib.sum()) > 0.5
             assert logged[f"{layer}/edges_90"] > 1
     assert graph.lib_edges[-1].shape[0] == 10  # raw logits: ten rows, no constant
@@ -237,9 +237,9 @@ def test_exposed_options_reach_the_measure(tmp_path, final_basis):
             acts.append(s(acts[-1]))
     graph = interaction_graph(sections, acts, final_basis=final_basis, gradients="integrated", integration_points=4)
     plain = interaction_graph(sections, acts, final_basis=final_basis)
-    for l, layer in enumerate(LAYERS):
-        assert logged[f"{layer}/constant_lambda"] == pytest.approx(float(graph.bases.lib[l].constant_eigenvalue))
-        assert logged[f"{layer}/n_directions"] == graph.bases.lib[l].n_data_directions
+    for depth, layer in enumerate(LAYERS):
+        assert logged[f"{layer}/constant_lambda"] == pytest.approx(float(graph.bases.lib[depth].constant_eigenvalue))
+        assert logged[f"{layer}/n_directions"] == graph.bases.lib[depth].n_data_directions
     assert float(plain.bases.lib[0].constant_eigenvalue) != pytest.approx(logged["features.0/constant_lambda"],
                                                                           rel=1e-6)
     last = graph.bases.lib[-1]

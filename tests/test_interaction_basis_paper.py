@@ -61,10 +61,10 @@ def test_exactly_one_constant_feature_per_layer_and_the_others_of_zero_mean(acti
     sections = _mlp([8, 32, 32, 4], ACTIVATIONS[activation], seed=0)
     acts = _forward(sections, _shifted_gaussian(400, 8, seed=1))
     bases = interaction_basis(sections, acts, final_basis=final_basis, gradients=gradients)
-    for l in range(len(sections)):  # every node layer before the output
-        basis = bases.lib[l]
-        features = basis.features(acts[l])  # (N, k)
-        assert basis.constant and _constant_features(features) == [0], (l, _constant_features(features))
+    for depth in range(len(sections)):  # every node layer before the output
+        basis = bases.lib[depth]
+        features = basis.features(acts[depth])  # (N, k)
+        assert basis.constant and _constant_features(features) == [0], (depth, _constant_features(features))
         assert float(features[0, 0]) == pytest.approx(float(basis.constant_eigenvalue) ** 0.5, rel=1e-12)
         mean, spread = features[:, 1:].mean(0), features[:, 1:].std(0)
         assert float((mean.abs() / spread).max()) < 1e-9, "a data direction has a non-zero mean"
@@ -78,16 +78,16 @@ def test_diagonalising_all_of_M_mixes_the_bias_into_the_data_directions(activati
     sections = _mlp([8, 32, 32, 4], ACTIVATIONS[activation], seed=0)
     acts = _forward(sections, _shifted_gaussian(400, 8, seed=1))
     mixed, _ = _backward_pass(sections, acts, 1e-6, "identity", 2**24, True, False, mix_constant=True)
-    for l in (1, 2):  # the hidden layers
-        features = mixed.lib[l].features(acts[l])
+    for depth in (1, 2):  # the hidden layers
+        features = mixed.lib[depth].features(acts[depth])
         assert _constant_features(features) == []
         mean, spread = features.mean(0), features.std(0)
         assert int((mean.abs() > 1e-6 * spread).sum()) >= 2
 
 
-def _downstream(layers, l):
-    P = torch.eye(layers[l].in_features, dtype=F64)
-    for layer in layers[l:]:
+def _downstream(layers, depth):
+    P = torch.eye(layers[depth].in_features, dtype=F64)
+    for layer in layers[depth:]:
         P = layer.weight.detach() @ P
     return P  # (out, p_l)
 
@@ -99,13 +99,13 @@ def _aligned(got, want):
 
 @pytest.mark.parametrize("gradients", ["plain", "integrated"])
 def test_deep_linear_net_with_biases_has_the_closed_form_lib(gradients):
-    """Linear net a^{l+1} = W_l a^l + b_l, raw logits at the output, P_l = W_{L-1}⋯W_l, Σ_l = Cov(a^l),
+    """Linear net a^{depth+1} = W_l a^depth + b_l, raw logits at the output, P_l = W_{L-1}⋯W_l, Σ_l = Cov(a^depth),
     m = E[logits]. Derivation (induction from the output): the next layer's data features are centred, so the
     whitened constant direction (which moves f along (1, μ)) reaches only the next constant feature (or, at the
     last layer, the logits by b + Wμ = m): M is block diagonal with M[0, 0] = ‖m‖² at every layer. Hence
       - the constant feature is ‖m‖ at every layer (Λ₀ = ‖m‖²),
       - the data spectrum is the squared singular values s² of P_l Σ_l^{1/2}, the same at every layer,
-      - the data features are Q_lᵀ P_l (a^l − μ^l), Q_l the left singular vectors of P_l Σ_l^{1/2},
+      - the data features are Q_lᵀ P_l (a^depth − μ^depth), Q_l the left singular vectors of P_l Σ_l^{1/2},
       - edges: constant → data directions 0, constant → constant ‖m‖², constant → logit i m_i²,
         data → constant 0.
     Layer 1 (width 6, rank 5) exercises the first truncation."""
@@ -116,8 +116,8 @@ def test_deep_linear_net_with_biases_has_the_closed_form_lib(gradients):
     acts = _forward(layers, a0)
     graph = interaction_graph(layers, acts, gradients=gradients)
     m = acts[-1].mean(0)
-    for l in range(len(layers)):
-        a, basis, P = acts[l], graph.bases.lib[l], _downstream(layers, l)
+    for depth in range(len(layers)):
+        a, basis, P = acts[depth], graph.bases.lib[depth], _downstream(layers, depth)
         centred = a - a.mean(0)
         d, u = torch.linalg.eigh(centred.T @ centred / len(a))
         Q, S, _ = torch.linalg.svd(P @ u @ torch.diag(d.clamp_min(0).sqrt()), full_matrices=False)
@@ -126,9 +126,9 @@ def test_deep_linear_net_with_biases_has_the_closed_form_lib(gradients):
         torch.testing.assert_close(basis.C[:, 0], torch.cat([m.norm().reshape(1), torch.zeros(a.shape[1])]))
         torch.testing.assert_close(basis.eigenvalues[1:], S**2)
         torch.testing.assert_close(_aligned(basis.features(a)[:, 1:], centred @ P.T @ Q), centred @ P.T @ Q)
-        E = graph.lib_edges[l]
+        E = graph.lib_edges[depth]
         scale = float(E.max())
-        if l < len(layers) - 1:
+        if depth < len(layers) - 1:
             assert float(E[1:, 0].abs().max()) < 1e-12 * scale and float(E[0, 1:].abs().max()) < 1e-12 * scale
             torch.testing.assert_close(E[0, 0], m.square().sum())
         else:
@@ -146,8 +146,8 @@ def test_zero_biases_give_the_constant_feature_no_edges():
         sections = _mlp([6, 12, 10, 3], nn.Tanh, seed=5, bias=False)
         acts = _forward(sections, x)
         graph = interaction_graph(sections, acts, final_basis=final_basis)
-        for l, E in enumerate(graph.lib_edges):
-            basis, after = graph.bases.lib[l], graph.bases.lib[l + 1]
+        for depth, E in enumerate(graph.lib_edges):
+            basis, after = graph.bases.lib[depth], graph.bases.lib[depth + 1]
             if final_basis == "logits":  # nothing downstream reads the constant: Λ₀ = 0, it is truncated away
                 assert not basis.constant and float(basis.constant_eigenvalue) < 1e-20
                 assert constant_edge_share(E, basis, after) == 0.0
@@ -206,10 +206,10 @@ def test_final_basis_options_are_what_they_say():
     # mean logits m reach the raw logits; the constant coordinate passes through unchanged)
     m2 = acts[-1].mean(0).square().sum()
     hidden = {b: interaction_basis(sections, acts, final_basis=b).lib for b in ("logits", "pca", "identity")}
-    for l in (0, 1):
+    for depth in (0, 1):
         for b in ("pca", "identity"):
-            torch.testing.assert_close(hidden[b][l].spectrum, hidden["logits"][l].spectrum)
-            got, want = hidden[b][l].C[:, 1:], hidden["logits"][l].C[:, 1:]
+            torch.testing.assert_close(hidden[b][depth].spectrum, hidden["logits"][depth].spectrum)
+            got, want = hidden[b][depth].C[:, 1:], hidden["logits"][depth].C[:, 1:]
             torch.testing.assert_close(_aligned(got, want), want)
     torch.testing.assert_close(hidden["logits"][1].constant_eigenvalue, m2)
     torch.testing.assert_close(hidden["pca"][1].constant_eigenvalue, torch.tensor(1.0, dtype=F64))
@@ -250,10 +250,10 @@ def test_integrated_gradients_equal_plain_ones_on_relu_and_linear_nets(net):
     sections = _relu_deep(12) if net == "relu" else _mlp([5, 7, 6, 3], nn.Identity, seed=12)
     acts = _forward(sections, _shifted_gaussian(150, 5, seed=13))
     for mode in ("auto", "rev"):
-        for l, s in enumerate(sections):
-            C = torch.randn(acts[l + 1].shape[1] + 1, 4, dtype=F64)
-            plain = torch.cat(list(lib_jacobians(s, acts[l], C, mode=mode)))
-            integrated = torch.cat(list(lib_jacobians(s, acts[l], C, mode=mode, gradients="integrated",
+        for depth, s in enumerate(sections):
+            C = torch.randn(acts[depth + 1].shape[1] + 1, 4, dtype=F64)
+            plain = torch.cat(list(lib_jacobians(s, acts[depth], C, mode=mode)))
+            integrated = torch.cat(list(lib_jacobians(s, acts[depth], C, mode=mode, gradients="integrated",
                                                       integration_points=7)))
             torch.testing.assert_close(integrated, plain, rtol=1e-12, atol=1e-13)
     plain = interaction_graph(sections, acts)

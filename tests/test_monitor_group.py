@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
 from helpers import fit_digits, read_events
+from lightning.pytorch.callbacks import Callback
 
 from lightning_probes import CondensationMonitor, FeatureSpectrumMonitor, MonitorGroup, every
 from lightning_probes.datasets import DigitsDataModule

@@ -307,7 +307,8 @@ def test_early_stopping_on_a_probe_scalar_re_reads_a_stale_value_and_stop_when_c
 def test_stop_when_mode_follows_early_stopping_semantics():
     stop = StopWhen("x", mode="max", min_delta=0.1, patience=2)
     got = [stop.check(s, {"x": v}, "p/") is not None for s, v in enumerate([0.0, 0.5, 0.55, 0.7, 0.75, 0.78])]
-    assert got == [False, False, False, False, False, True]  # 0.55, 0.75 and 0.78 are within min_delta of the best: no improvement
+    # 0.55, 0.75 and 0.78 are within min_delta of the best: no improvement
+    assert got == [False, False, False, False, False, True]
     assert stop.best == 0.7
     fresh = StopWhen("x", mode="max", min_delta=0.1, patience=2)
     fresh.load_state_dict(stop.state_dict())
@@ -345,7 +346,8 @@ def test_every_probe_tag_is_on_a_chart_and_the_scales_that_hid_each_other_are_ap
         return any(any(re.match(p, a) for p in ps) and any(re.match(p, b) for p in ps) for ps in layout.values())
     s, i, c, lib = "probes/spectrum/", "probes/interactions/", "probes/concepts/", "probes/lib/features.0/"
     for a, b in [(s + "regime", s + "n_features"), (s + "rank", s + "gap_at_C"),
-                 (s + "rank", s + "participation_ratio"), (i + "n_salient", i + "mean_order"), (c + "n_formula_changes", c + "n_beam_fallbacks"),
+                 (s + "rank", s + "participation_ratio"), (i + "n_salient", i + "mean_order"),
+                 (c + "n_formula_changes", c + "n_beam_fallbacks"),
                  (lib + "edges_90", lib + "edges_90_pca")]:
         assert not together(a, b), (a, b)
     assert together(s + "participation_ratio", s + "gap_at_C")  # the same scale stays together

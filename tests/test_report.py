@@ -12,8 +12,8 @@ import time
 from html.parser import HTMLParser
 
 import lightning.pytorch as pl
-import torch
 import pytest
+import torch
 from helpers import trainer
 
 from lightning_probes.cli import main
@@ -281,7 +281,8 @@ def test_the_command_lists_report_prints_its_version_and_does_not_warn_as_a_cons
     assert "report" in out and "fit" in out
     main(["--version"])
     assert capsys.readouterr().out.startswith("lightning-probes ")
-    script = "import sys; sys.argv = ['lightning-probes', 'fit', '--help']; from lightning_probes.cli import main; main()"
+    script = ("import sys; sys.argv = ['lightning-probes', 'fit', '--help']; "
+              "from lightning_probes.cli import main; main()")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0 and "--trainer" in done.stdout

@@ -22,7 +22,7 @@ from lightning_probes.monitors._run_logs import History
 from lightning_probes.monitors.condensation import CondensationMonitor
 from lightning_probes.monitors.group import MonitorGroup
 from lightning_probes.monitors.spectrum import FeatureSpectrumMonitor
-from lightning_probes.report import read_run, read_runs
+from lightning_probes.report import read_run
 from lightning_probes.schedules import every
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py

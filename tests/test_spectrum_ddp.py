@@ -21,7 +21,8 @@ class DumpHistory(pl.Callback):
         self.monitor, self.directory = monitor, str(directory)
 
     def on_train_end(self, trainer, pl_module):
-        out = {"history": list(self.monitor.history), "global_step": trainer.global_step, "reason": self.monitor.stop_reason}
+        out = {"history": list(self.monitor.history), "global_step": trainer.global_step,
+               "reason": self.monitor.stop_reason}
         with open(f"{self.directory}/rank{trainer.global_rank}.json", "w") as fh:
             json.dump(out, fh)
 

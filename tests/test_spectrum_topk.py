@@ -11,18 +11,16 @@ from torch.nn import functional as F
 
 from lightning_probes.datasets import load_digits_tensors
 from lightning_probes.measures.spectrum import (
+    DIRECT_BELOW,
+    MomentAccumulator,
     cumulative_learned_power,
     cumulative_target_power,
     diagonalise,
     features_needed,
-    participation_ratio,
-    spectral_gap,
-)
-from lightning_probes.measures.spectrum import (
-    DIRECT_BELOW,
-    MomentAccumulator,
     leading_eigenpairs,
     leading_spectrum,
+    participation_ratio,
+    spectral_gap,
 )
 from lightning_probes.models import MLPClassifier
 
@@ -45,7 +43,8 @@ def _operator(phi: torch.Tensor, y: torch.Tensor, num_classes: int, operator: st
         return d.T @ d / n, d.T @ e / n, float((e * e).sum() / n), w, None, None
     if operator == "augmented":
         a = torch.cat([phi, phi.new_ones(n, 1)], 1)
-        return a.T @ a / n, a.T @ onehot / n, float((onehot * onehot).sum() / n), torch.cat([w, b[:, None]], 1), None, None
+        head = torch.cat([w, b[:, None]], 1)
+        return a.T @ a / n, a.T @ onehot / n, float((onehot * onehot).sum() / n), head, None, None
     return phi.T @ phi / n, phi.T @ onehot / n, float((onehot * onehot).sum() / n), w, b, mu
 
 
