@@ -11,6 +11,8 @@ from lightning_probes.models import ThreeLayerRegressor
 from lightning_probes.monitors.condensation import CondensationMonitor
 from lightning_probes.schedules import every
 
+pytestmark = pytest.mark.ddp
+
 
 class DumpHistory(pl.Callback):
     """Each rank writes what its monitor saw (spawned ranks share no memory)."""

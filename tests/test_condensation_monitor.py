@@ -29,6 +29,7 @@ def small_model(**kw):
 
 
 # ---------------------------------------------------------------- the science, end to end
+@pytest.mark.slow
 def test_small_init_condenses_and_standard_init_does_not(tmp_path):
     """SCIENCE.md §2 on a width-100 tanh net, 1-D target sin(3x), SGD lr 0.2, batch 64, 2000 steps: with
     γ = 1.5 the second layer's effective rank falls from ≈80 by ≥5x after a plateau; with γ = 0.5 it stays."""

@@ -15,7 +15,7 @@ from lightning_probes.measures.condensation import condensation_stats
 from lightning_probes.measures.interaction_basis import interaction_graph
 from lightning_probes.weights import full_parameters, neuron_weights
 
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+pytestmark = [pytest.mark.ddp, pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")]
 
 
 def _model() -> nn.Sequential:

@@ -282,6 +282,7 @@ def read_json(path: str) -> dict:
         return json.load(fh)
 
 
+@pytest.mark.ddp
 def test_two_ranks_give_every_monitor_the_same_scalars_as_one_process(tmp_path):
     def monitors():  # probe only before the first step: one process and two ranks hold the same weights there
         return five_monitors(schedule=every(1000), at_end=False)
@@ -299,6 +300,7 @@ def test_two_ranks_give_every_monitor_the_same_scalars_as_one_process(tmp_path):
                 assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), (name, rank, key)
 
 
+@pytest.mark.ddp
 def test_a_probe_failing_on_one_rank_is_skipped_on_both_without_hanging(tmp_path):
     # triggers that never fire: every probe also ends in the stop decision's collective, failed or not
     monitors = five_monitors(classes=FAILING, schedule=every(2), at_end=False,

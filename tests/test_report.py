@@ -275,6 +275,7 @@ def test_a_folder_with_two_runs_gets_a_section_per_run_each_with_its_own_probe_s
 
 
 # ---------------------------------------------------------------- the command
+@pytest.mark.slow
 def test_the_command_lists_report_prints_its_version_and_does_not_warn_as_a_console_script(capsys):
     main(["--help"])
     out = capsys.readouterr().out

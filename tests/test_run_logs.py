@@ -45,6 +45,7 @@ def _accumulated(logdir: str) -> dict[str, list[int]]:
     return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+@pytest.mark.slow
 def test_a_run_killed_between_checkpoints_and_resumed_reads_as_one_run_in_tensorboard_and_the_report(tmp_path):
     from _kill_resume_child import KILL_STEP, fit_run
 

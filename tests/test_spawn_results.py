@@ -3,6 +3,7 @@
 import json
 
 import lightning.pytorch as pl
+import pytest
 from helpers import ClosesProcessGroup
 
 from lightning_probes import MonitorGroup
@@ -11,6 +12,8 @@ from lightning_probes.models import MLPClassifier
 from lightning_probes.monitors.condensation import CondensationMonitor
 from lightning_probes.monitors.spectrum import FeatureSpectrumMonitor
 from lightning_probes.schedules import every
+
+pytestmark = pytest.mark.ddp
 
 
 class DumpHistory(pl.Callback):

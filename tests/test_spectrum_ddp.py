@@ -13,6 +13,8 @@ from lightning_probes.monitors.spectrum import FeatureSpectrumMonitor
 from lightning_probes.schedules import every
 from lightning_probes.triggers import StopWhen
 
+pytestmark = pytest.mark.ddp
+
 
 class DumpHistory(pl.Callback):
     """Each rank writes what its monitor saw and where training ended (spawned ranks share no memory)."""

@@ -38,8 +38,7 @@ from lightning_probes.weights import check_strategy
 
 __all__ = ["Monitor", "ProbeResult", "Report"]
 
-# The probe's result was called Report, as is the HTML report (report.py). This alias keeps code that imports or
-# returns Report working for one release; new code uses ProbeResult.
+# Report was the probe result's old name (the HTML report shares it): kept one release; new code uses ProbeResult.
 Report = ProbeResult
 
 
