@@ -24,6 +24,8 @@ from lightning_probes.measures.condensation import (
     _gram,
     _leading_eigenvector,
     _relabel_by_size,
+    all_finite,
+    cluster_order,
     condensation_stats,
     condensed_directions,
     cosine_matrix,
@@ -158,3 +160,49 @@ def test_the_large_cosine_matrix_goes_through_lanczos_and_matches() -> None:
     ref = torch.linalg.eigh(c)[1][:, -1]
     lead = _leading_eigenvector(c)
     assert float(torch.minimum((lead - ref).abs().max(), (lead + ref).abs().max())) < 1e-8
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_all_finite_equals_the_elementwise_test(dtype) -> None:
+    g = torch.Generator().manual_seed(3)
+    big = torch.finfo(dtype).max
+    cases = [torch.randn(40, 30, generator=g), torch.zeros(0), torch.full((8,), big, dtype=dtype),
+             torch.full((8,), -big, dtype=dtype)]
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.randn(40, 30, generator=g)
+        x[7, 11] = bad
+        cases.append(x)
+    both = torch.tensor([float("inf"), -float("inf"), 1.0])  # inf + (-inf): the sum is NaN, still non-finite
+    cases.append(both)
+    for x in cases:
+        x = x.to(dtype)
+        assert all_finite(x) == bool(torch.isfinite(x).all()), x
+    # finite float64 entries whose sum overflows: the sum is inf, the elementwise test decides (finite)
+    huge = torch.full((4,), torch.finfo(torch.float64).max, dtype=torch.float64)
+    assert math.isinf(float(huge.sum())) and all_finite(huge)
+    assert all_finite(torch.arange(5)) and all_finite(torch.tensor([True]))  # integers and booleans are finite
+
+
+@pytest.mark.parametrize("order", ["eigenvector", "cluster"])
+def test_the_heatmap_order_is_computed_on_first_read_and_equals_the_direct_one(order) -> None:
+    _, w, b = next(x for x in LAYERS if x[0] == "exact lines")
+    stats = condensation_stats(w, b, order=order)
+    assert "order" not in vars(stats)  # a probe that draws no heatmap never pays for the order
+    direct = eigenvector_order(stats.cosine) if order == "eigenvector" else cluster_order(stats.labels, stats.cosine)
+    assert torch.equal(stats.order, direct)
+    assert "order" in vars(stats) and stats.order is stats.order  # computed once
+
+
+def test_relative_change_inside_the_stats_equals_the_public_function() -> None:
+    g = torch.Generator().manual_seed(4)
+    w0 = torch.randn(64, 9, generator=g)
+    w = w0 + 1e-3 * torch.randn(64, 9, generator=g)
+    stats = condensation_stats(w, None, w0)
+    direct = float(torch.linalg.norm(w.double() - w0.double()) / torch.linalg.norm(w0.double()))
+    assert stats.relative_change == pytest.approx(direct, rel=1e-15)
+    assert stats.norm_ratio == pytest.approx(float(torch.linalg.norm(w.double()) / torch.linalg.norm(w0.double())),
+                                             rel=1e-15)
+    bad = w0.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="initial_weight contains NaN"):
+        condensation_stats(w, None, bad)

@@ -21,6 +21,7 @@ from typing_extensions import override
 from lightning_probes.measures.condensation import (
     CondensationStats,
     GrowthPeak,
+    all_finite,
     condensation_stats,
     orientation_amplitude,
 )
@@ -274,7 +275,7 @@ class CondensationMonitor(Monitor):
         report = ProbeResult()
         for name in self.layers:
             weight, bias = neuron_weights(self._layer(pl_module, name), trainer)  # (m, d), (m,): whole, never a shard
-            if not bool(torch.isfinite(weight).all()) or (bias is not None and not bool(torch.isfinite(bias).all())):
+            if not all_finite(weight) or (bias is not None and not all_finite(bias)):
                 raise ValueError(f"layer {name!r} has NaN or inf weights at step {self.step}; its condensation is "
                                  "undefined (did training diverge?)")
             stats = condensation_stats(
