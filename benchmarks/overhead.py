@@ -53,9 +53,13 @@ def probe_costs(repeats: int, pictures: bool = True) -> tuple[float, dict[str, t
         "probe, NC4 current means (2 passes)": FeatureSpectrumMonitor(probe_data=(x, y), max_samples=512,
                                                                       nc4_means="current"),
         "probe, no neural collapse": FeatureSpectrumMonitor(probe_data=(x, y), max_samples=512, neural_collapse=False),
+        "probe, no decision count": FeatureSpectrumMonitor(probe_data=(x, y), max_samples=512, decisions=False),
+        "probe, neither": FeatureSpectrumMonitor(probe_data=(x, y), max_samples=512, decisions=False,
+                                                 neural_collapse=False),
     }
     runs: dict[str, Callable[[], None]] = {}
     for label, monitor in monitors.items():
+        monitor.check_model(trainer, model)  # what setup does: resolves the head
         monitor.on_train_start(trainer, model)  # fixes the probe set and builds the statistics
 
         def run(render: bool = False, monitor=monitor) -> None:
